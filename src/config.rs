@@ -1,0 +1,178 @@
+//! Settings: `config/default.toml` (built in), then `config/{TOKEN_BROKER_ENV}.toml`, then
+//! `TOKEN_BROKER__SECTION__KEY` environment variables; parsed once into typed structs. Unknown keys
+//! and wrong types fail at start with the key named.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub crypto: CryptoSettings,
+    pub auth: AuthSettings,
+    pub tokens: TokenSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub request_timeout_secs: u64,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password, so it is kept secret and never logged whole.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSettings {
+    pub key_file: PathBuf,
+    pub active_key_id: String,
+    pub lookup_key: SecretString,
+    #[serde(default)]
+    pub keys: BTreeMap<String, SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub hs256_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: u64,
+    #[serde(default)]
+    pub public_keys: Vec<PublicKeySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeySettings {
+    pub alg: String,
+    #[serde(default)]
+    pub pem: Option<String>,
+    #[serde(default)]
+    pub pem_file: Option<PathBuf>,
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub default_provider: String,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// A configuration problem, worded for the operator (it names the key).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the layered settings. `config_dir` holds `{environment}.toml` overrides.
+    pub fn load(config_dir: &Path, environment: Option<&str>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS,
+            config::FileFormat::Toml,
+        ));
+        if let Some(env) = environment.filter(|e| !e.is_empty()) {
+            builder = builder.add_source(
+                config::File::from(config_dir.join(format!("{env}.toml"))).required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("TOKEN_BROKER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Settings for tests and tools: the built-in defaults only.
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("the built-in defaults parse")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose_secret();
+        if crate::store::Backend::from_url(url).is_none() {
+            return Err(ConfigError(
+                "database.url: must start with sqlite:, postgres://, postgresql://, mysql:// or mariadb://"
+                    .into(),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError("database.max_connections: must be at least 1".into()));
+        }
+        if self.tokens.max_page_size == 0 || self.tokens.default_page_size > self.tokens.max_page_size
+        {
+            return Err(ConfigError(
+                "tokens.default_page_size: must be between 1 and tokens.max_page_size".into(),
+            ));
+        }
+        crate::domain::ProviderKey::parse(self.tokens.default_provider.clone())
+            .map_err(|e| ConfigError(format!("tokens.default_provider: {}", e.reason)))?;
+        if !self.crypto.keys.is_empty() && self.crypto.lookup_key.expose_secret().is_empty() {
+            return Err(ConfigError(
+                "crypto.lookup_key: required when crypto.keys are configured".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.server.host, "127.0.0.1");
+        assert!(s.database.url.expose_secret().starts_with("sqlite:"));
+        s.check().unwrap();
+    }
+}

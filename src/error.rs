@@ -1,0 +1,49 @@
+//! The one error type of the service. Each variant knows its HTTP face (see `http::error`);
+//! messages are safe to show a caller and never carry a secret.
+
+use crate::crypto::CryptoError;
+use crate::domain::InvalidField;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable caller credentials (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such token — or one of another tenant, which is answered the same way (404).
+    #[error("token not found")]
+    NotFound,
+    /// A field of the request was refused (422).
+    #[error(transparent)]
+    InvalidField(#[from] InvalidField),
+    /// The request as a whole is malformed (400).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// The request conflicts with what is stored (409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

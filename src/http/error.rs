@@ -1,0 +1,103 @@
+//! The HTTP face of [`Error`]: status code plus `{ "error", "message", "field"? }`.
+//! Internal causes are logged here and never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::store::StoreError;
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An error answer with an arbitrary status; used for errors raised outside handlers too.
+pub fn error_response(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error,
+        message: message.into(),
+        field: None,
+    };
+    (status, Json(body)).into_response()
+}
+
+impl Error {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Error::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            Error::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::Store(StoreError::Conflict) => (StatusCode::CONFLICT, "conflict"),
+            Error::Store(StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            Error::Store(StoreError::Other(_)) | Error::Crypto(_) | Error::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
+
+    /// The sentence a caller sees: the error's own text when it is meant for callers,
+    /// a generic one when it is an internal cause.
+    fn public_message(&self) -> String {
+        match self {
+            Error::Store(StoreError::Unavailable(_)) => {
+                "the database is unavailable; try again shortly".into()
+            }
+            Error::Store(StoreError::Conflict) => {
+                "the write conflicts with a stored token".into()
+            }
+            Error::Store(StoreError::Other(_)) | Error::Crypto(_) | Error::Internal(_) => {
+                "internal error; see the broker's log for details".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            // Causes are sqlx/crypto errors: no bound values or plaintext in their text.
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: code,
+            message: self.public_message(),
+            field: match &self {
+                Error::InvalidField(f) => Some(f.field.to_string()),
+                _ => None,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,143 @@
+//! Request extractors whose failures are JSON errors naming the field: the caller, JSON bodies
+//! and query strings.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::auth::Caller;
+use crate::domain::InvalidField;
+use crate::error::Error;
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer <JWT>".into()))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                Error::Unauthenticated("Authorization must be `Bearer <JWT>`".into())
+            })?;
+        let caller = state.verifier.verify(token)?;
+        tracing::Span::current().record("caller", caller.sub.as_str());
+        Ok(caller)
+    }
+}
+
+/// A JSON body. Wrong content type → 415, too large → 413, not JSON → 400, wrong shape → 422
+/// naming the field. Messages never echo the submitted values.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
+        if !is_json {
+            return Err(Error::UnsupportedMediaType(
+                "send the body as Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge("the request body is larger than the broker accepts".into())
+            } else {
+                Error::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(de).map_err(json_error)?;
+        Ok(ApiJson(value))
+    }
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = e.path().to_string();
+    let inner = e.inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            InvalidField::new(field_name(&path), describe(inner)).into()
+        }
+        _ => Error::bad_request(
+            "malformed_json",
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                inner.line(),
+                inner.column()
+            ),
+        ),
+    }
+}
+
+/// The field a data error is about; "body" when it is about the whole document.
+fn field_name(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        "body".into()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// serde's message without the offending value (it could be a secret sent in the wrong field).
+fn describe(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
+    if text.starts_with("invalid type") || text.starts_with("invalid value") || text.starts_with("invalid length") {
+        match text.split_once(", expected ") {
+            Some((_, expected)) => format!("wrong type or value, expected {expected}"),
+            None => "wrong type or value".into(),
+        }
+    } else {
+        text
+    }
+}
+
+/// `application/json` or any `application/*+json`, parameters ignored.
+fn is_json_media_type(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// A query string; a malformed one is a 400 naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| {
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                Error::bad_request("invalid_query", format!("query string: {detail}"))
+            })
+    }
+}

@@ -1,0 +1,274 @@
+//! `/v1/tokens…`: the six TokenStore operations. Handlers only extract, call the token service
+//! and shape the answer.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, ApiQuery};
+use super::AppState;
+use crate::auth::{Caller, Scope};
+use crate::clock::rfc3339;
+use crate::domain::{
+    parse_text, InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId,
+    TokenStatus, UserName,
+};
+use crate::error::{Error, Result};
+use crate::tokens::{ListQuery, Saved};
+
+/// A token as callers see it. Without `tokens:secrets`, client_secret, refresh_token and
+/// grant_token are `null`.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub user_name: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
+    pub access_token: Option<String>,
+    pub grant_token: Option<String>,
+    pub expiry_time: Option<i64>,
+    pub redirect_url: Option<String>,
+    pub api_domain: Option<String>,
+    pub provider: String,
+    pub tenant: Option<String>,
+    pub status: TokenStatus,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl TokenView {
+    pub fn new(t: &Token, reveal_secrets: bool) -> Self {
+        let secret = |s: &Option<Secret>| {
+            if reveal_secrets {
+                s.as_ref().map(|s| s.expose().to_owned())
+            } else {
+                None
+            }
+        };
+        Self {
+            id: t.id.to_string(),
+            user_name: t.user_name.as_ref().map(|u| u.as_str().to_owned()),
+            client_id: t.client_id.clone(),
+            client_secret: secret(&t.client_secret),
+            refresh_token: secret(&t.refresh_token),
+            access_token: t.access_token.as_ref().map(|s| s.expose().to_owned()),
+            grant_token: secret(&t.grant_token),
+            expiry_time: t.expiry_time,
+            redirect_url: t.redirect_url.clone(),
+            api_domain: t.api_domain.clone(),
+            provider: t.provider.to_string(),
+            tenant: t.tenant.as_ref().map(|t| t.to_string()),
+            status: t.status,
+            created_at: rfc3339(t.created_at),
+            updated_at: rfc3339(t.updated_at),
+        }
+    }
+}
+
+/// A (partial) token as sent to find and save. Every field is optional; unknown fields are refused.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub id: Option<String>,
+    pub user_name: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
+    pub access_token: Option<String>,
+    pub grant_token: Option<String>,
+    pub expiry_time: Option<i64>,
+    pub redirect_url: Option<String>,
+    pub api_domain: Option<String>,
+    pub provider: Option<String>,
+    pub tenant: Option<String>,
+    pub status: Option<TokenStatus>,
+    /// Accepted and ignored: the broker keeps its own timestamps.
+    pub created_at: Option<serde_json::Value>,
+    /// Accepted and ignored, like `created_at`.
+    pub updated_at: Option<serde_json::Value>,
+}
+
+impl TryFrom<TokenBody> for PartialToken {
+    type Error = InvalidField;
+
+    fn try_from(b: TokenBody) -> Result<Self, InvalidField> {
+        let secret = |field: &'static str, v: Option<String>| {
+            v.map(|v| Secret::parse(field, v)).transpose()
+        };
+        let text = |field: &'static str, v: Option<String>, max: usize| {
+            v.map(|v| parse_text(field, v, max)).transpose()
+        };
+        if let Some(ms) = b.expiry_time {
+            if ms < 0 {
+                return Err(InvalidField::new(
+                    "expiry_time",
+                    "must be milliseconds since the Unix epoch (not negative)",
+                ));
+            }
+        }
+        Ok(PartialToken {
+            id: b.id.map(TokenId::parse).transpose()?,
+            tenant: b.tenant.map(TenantName::parse).transpose()?,
+            provider: b.provider.map(ProviderKey::parse).transpose()?,
+            user_name: b.user_name.map(UserName::parse).transpose()?,
+            client_id: text("client_id", b.client_id, 255)?,
+            client_secret: secret("client_secret", b.client_secret)?,
+            refresh_token: secret("refresh_token", b.refresh_token)?,
+            access_token: secret("access_token", b.access_token)?,
+            grant_token: secret("grant_token", b.grant_token)?,
+            expiry_time: b.expiry_time,
+            redirect_url: text("redirect_url", b.redirect_url, 2048)?,
+            api_domain: text("api_domain", b.api_domain, 255)?,
+            status: b.status,
+        })
+    }
+}
+
+fn token_id(raw: String) -> Result<TokenId> {
+    TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))
+}
+
+/// `POST /v1/tokens/find`: find_token.
+pub async fn find(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Json<TokenView>> {
+    caller.require(Scope::Read)?;
+    let partial = PartialToken::try_from(body)?;
+    let token = state
+        .tokens
+        .find(&caller.tenancy, &partial)
+        .await?
+        .ok_or(Error::NotFound)?;
+    tracing::Span::current().record("token_id", token.id.as_str());
+    Ok(Json(TokenView::new(&token, caller.has(Scope::Secrets))))
+}
+
+/// `PUT /v1/tokens`: save_token. 201 with Location when created, 200 when updated.
+pub async fn save(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Response> {
+    caller.require(Scope::Write)?;
+    let partial = PartialToken::try_from(body)?;
+    let (token, saved) = state.tokens.save(&caller.tenancy, partial).await?;
+    tracing::Span::current().record("token_id", token.id.as_str());
+    let view = Json(TokenView::new(&token, caller.has(Scope::Secrets)));
+    Ok(match saved {
+        Saved::Created => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/v1/tokens/{}", token.id))],
+            view,
+        )
+            .into_response(),
+        Saved::Updated => view.into_response(),
+    })
+}
+
+/// `GET /v1/tokens/{id}`: find_token_by_id.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenView>> {
+    caller.require(Scope::Read)?;
+    let id = token_id(id)?;
+    tracing::Span::current().record("token_id", id.as_str());
+    let token = state.tokens.get(&caller.tenancy, &id).await?;
+    Ok(Json(TokenView::new(&token, caller.has(Scope::Secrets))))
+}
+
+/// `DELETE /v1/tokens/{id}`: delete_token.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    caller.require(Scope::Write)?;
+    let id = token_id(id)?;
+    tracing::Span::current().record("token_id", id.as_str());
+    state.tokens.delete(&caller.tenancy, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    user_name: Option<String>,
+    provider: Option<String>,
+    status: Option<TokenStatus>,
+    tenant: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TokenPage {
+    tokens: Vec<TokenView>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/tokens`: get_tokens, a page at a time.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<TokenPage>> {
+    caller.require(Scope::Read)?;
+    let query = ListQuery {
+        limit: params.limit,
+        cursor: params.cursor,
+        user_name: params
+            .user_name
+            .map(UserName::parse)
+            .transpose()?
+            .map(|u| u.as_str().to_owned()),
+        provider: params
+            .provider
+            .map(ProviderKey::parse)
+            .transpose()?
+            .map(|p| p.to_string()),
+        status: params.status,
+        tenant: params.tenant.map(TenantName::parse).transpose()?,
+    };
+    let page = state.tokens.list(&caller.tenancy, query).await?;
+    let reveal = caller.has(Scope::Secrets);
+    Ok(Json(TokenPage {
+        tokens: page.tokens.iter().map(|t| TokenView::new(t, reveal)).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAllParams {
+    confirm: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Deleted {
+    deleted: u64,
+}
+
+/// `DELETE /v1/tokens?confirm=all`: delete_tokens (every token the caller can see).
+pub async fn delete_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<DeleteAllParams>,
+) -> Result<Json<Deleted>> {
+    caller.require(Scope::Admin)?;
+    if params.confirm.as_deref() != Some("all") {
+        return Err(Error::bad_request(
+            "confirmation_required",
+            "deleting every token needs ?confirm=all",
+        ));
+    }
+    let deleted = state.tokens.delete_all(&caller.tenancy).await?;
+    tracing::warn!(deleted, caller = %caller.sub, "deleted all tokens");
+    Ok(Json(Deleted { deleted }))
+}

@@ -1,0 +1,17 @@
+//! token-broker: a standalone HTTP service that holds OAuth credentials and hands out valid
+//! access tokens. `main.rs` only parses the command line; everything else lives here so tests
+//! build the very same application.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+
+pub use startup::Application;

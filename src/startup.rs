@@ -1,0 +1,179 @@
+//! Building the running service from settings: keys, database, router, listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+
+use crate::auth::Verifier;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, Settings};
+use crate::crypto::{display_path, KeyRing, LocalKeyFile};
+use crate::domain::ProviderKey;
+use crate::http::{self, AppState, HttpLimits};
+use crate::store::{ConnectOptions, Store};
+use crate::tokens::TokenService;
+
+/// The keys the service runs with, from config or the local key file.
+pub struct Keys {
+    pub ring: KeyRing,
+    /// The HS256 secret for caller JWTs, if one is configured (or in the key file).
+    pub hs256_secret: Option<SecretString>,
+}
+
+/// Resolves keys: configured `crypto.keys` win; otherwise the local key file is read or
+/// created (mode 0600) and its path logged.
+pub fn load_keys(settings: &Settings) -> Result<Keys, ConfigError> {
+    let configured_hs = Some(settings.auth.hs256_secret.clone())
+        .filter(|s| !s.expose_secret().is_empty());
+    if !settings.crypto.keys.is_empty() {
+        let ring = KeyRing::new(
+            &settings.crypto.active_key_id,
+            &settings.crypto.keys,
+            &settings.crypto.lookup_key,
+        )
+        .map_err(|e| ConfigError(e.to_string()))?;
+        return Ok(Keys {
+            ring,
+            hs256_secret: configured_hs,
+        });
+    }
+    let path = &settings.crypto.key_file;
+    let (file, created) =
+        LocalKeyFile::load_or_create(path).map_err(|e| ConfigError(e.to_string()))?;
+    if created {
+        tracing::warn!(
+            path = %display_path(path).display(),
+            "created a local key file (mode 0600) holding the encryption key and the caller-JWT secret; \
+             back it up: without it the stored tokens cannot be decrypted"
+        );
+    } else {
+        tracing::info!(path = %display_path(path).display(), "using the local key file");
+    }
+    let keys = file
+        .keys
+        .iter()
+        .map(|(k, v)| (k.clone(), SecretString::from(v.clone())))
+        .collect();
+    let ring = KeyRing::new(
+        &file.active_key_id,
+        &keys,
+        &SecretString::from(file.lookup_key.clone()),
+    )
+    .map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Keys {
+        ring,
+        hs256_secret: configured_hs
+            .or_else(|| Some(SecretString::from(file.jwt_hs256_secret.clone()))),
+    })
+}
+
+/// Opens the database pool named by the settings.
+pub fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(
+        settings.database.url.expose_secret(),
+        &ConnectOptions {
+            max_connections: settings.database.max_connections,
+            acquire_timeout: Duration::from_secs(settings.database.acquire_timeout_secs),
+        },
+    )
+    .context("database.url: cannot open the database")
+}
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    store: Store,
+}
+
+impl Application {
+    /// Builds the service with the wall clock.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the service with the given clock (tests move time instead of sleeping).
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let keys = load_keys(settings)?;
+        let verifier = Verifier::new(&settings.auth, keys.hs256_secret.as_ref())?;
+        let store = connect(settings)?;
+        if settings.database.migrate_on_start {
+            store
+                .migrate()
+                .await
+                .context("database: migrations failed (is the database reachable?)")?;
+        }
+        let tokens = TokenService::new(
+            store.clone(),
+            Arc::new(keys.ring),
+            clock,
+            ProviderKey::parse(settings.tokens.default_provider.clone())?,
+            settings.tokens.default_page_size,
+            settings.tokens.max_page_size,
+        );
+        let state = AppState {
+            tokens,
+            verifier: Arc::new(verifier),
+        };
+        let router = http::router(
+            state,
+            &HttpLimits {
+                body_limit_bytes: settings.server.body_limit_bytes,
+                request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            },
+        );
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("server.host/server.port: cannot listen on {addr}"))?;
+        Ok(Self {
+            listener,
+            router,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        tracing::info!(addr = %self.listener.local_addr()?, backend = self.store.backend().name(), "token-broker listening");
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.store.close().await;
+        result
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,148 @@
+//! The few primitives every query goes through: placeholder rewriting, argument binding and
+//! execution on whichever pool the store holds.
+
+use std::borrow::Cow;
+
+use sqlx::mysql::MySqlRow;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::FromRow;
+
+use super::{with_pool, Backend, Store, StoreError};
+
+/// A value bound to a `?` placeholder.
+pub enum Arg {
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+    Int(Option<i64>),
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Self::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Self::Text(v)
+    }
+}
+impl From<Option<Vec<u8>>> for Arg {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Self::Bytes(v)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+
+/// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL. Our SQL never has `?` in literals.
+pub(crate) fn dialect(backend: Backend, sql: &str) -> Cow<'_, str> {
+    if backend != Backend::Postgres {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                Arg::Text(v) => q.bind(v),
+                Arg::Bytes(v) => q.bind(v),
+                Arg::Int(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+/// A row type that decodes from every backend's rows.
+pub trait AnyRow:
+    for<'r> FromRow<'r, SqliteRow>
+    + for<'r> FromRow<'r, PgRow>
+    + for<'r> FromRow<'r, MySqlRow>
+    + Send
+    + Unpin
+{
+}
+impl<T> AnyRow for T where
+    T: for<'r> FromRow<'r, SqliteRow>
+        + for<'r> FromRow<'r, PgRow>
+        + for<'r> FromRow<'r, MySqlRow>
+        + Send
+        + Unpin
+{
+}
+
+impl Store {
+    /// Runs a statement; returns the number of rows it changed.
+    pub(crate) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
+        let sql = dialect(self.backend, sql);
+        let affected = with_pool!(self, p => bind_all!(sqlx::query(&sql), args)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(affected)
+    }
+
+    pub(crate) async fn fetch_optional<T: AnyRow>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = dialect(self.backend, sql);
+        Ok(with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub(crate) async fn fetch_all<T: AnyRow>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = dialect(self.backend, sql);
+        Ok(with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
+            .fetch_all(p)
+            .await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_gets_numbered_placeholders() {
+        assert_eq!(
+            dialect(Backend::Postgres, "a = ? AND b = ?"),
+            "a = $1 AND b = $2"
+        );
+        assert_eq!(dialect(Backend::MySql, "a = ?"), "a = ?");
+    }
+}

@@ -1,0 +1,348 @@
+//! The six TokenStore operations with their matching and upsert rules, over the encrypted store.
+
+mod matching;
+mod sealing;
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+
+pub use matching::{match_rule, MatchRule};
+pub use sealing::{open, seal};
+
+use crate::clock::Clock;
+use crate::crypto::KeyRing;
+use crate::domain::{InvalidField, PartialToken, ProviderKey, TenantName, Token, TokenId, TokenStatus};
+use crate::error::{Error, Result};
+use crate::store::{ListFilter, Store, StoreError, TenantFilter};
+
+/// Which tenant a caller is confined to (from the JWT's `tenant` claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenancy {
+    /// The caller's JWT names no tenant: it may act on any tenant.
+    Unrestricted,
+    /// The caller sees and changes only this tenant's tokens.
+    Only(TenantName),
+}
+
+impl Tenancy {
+    /// The rows this caller may see.
+    pub fn filter(&self) -> TenantFilter {
+        match self {
+            Self::Unrestricted => TenantFilter::Any,
+            Self::Only(t) => TenantFilter::Only(t.as_str().to_owned()),
+        }
+    }
+
+    /// The one tenant a find or save acts in: the caller's own, or (unrestricted callers) the
+    /// one the request names, else none.
+    pub fn resolve(&self, requested: Option<&TenantName>) -> Result<Option<TenantName>> {
+        match (self, requested) {
+            (Self::Unrestricted, r) => Ok(r.cloned()),
+            (Self::Only(own), None) => Ok(Some(own.clone())),
+            (Self::Only(own), Some(r)) if r == own => Ok(Some(own.clone())),
+            (Self::Only(_), Some(_)) => Err(Error::Forbidden(
+                "tenant: a caller may only act on its own tenant".into(),
+            )),
+        }
+    }
+}
+
+fn tenant_key(t: &Option<TenantName>) -> &str {
+    t.as_ref().map(TenantName::as_str).unwrap_or("")
+}
+
+/// Whether a save created a row or updated one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Created,
+    Updated,
+}
+
+/// A page of `get_tokens`.
+#[derive(Debug)]
+pub struct Page {
+    pub tokens: Vec<Token>,
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `get_tokens`, already checked for form.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub user_name: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<TokenStatus>,
+    pub tenant: Option<TenantName>,
+}
+
+/// How many times save retries after losing an insert race before it reports a conflict.
+const SAVE_ATTEMPTS: usize = 5;
+
+/// The token store: matching, upsert and tenancy rules over the encrypted database.
+#[derive(Clone)]
+pub struct TokenService {
+    store: Store,
+    keys: Arc<KeyRing>,
+    clock: Arc<dyn Clock>,
+    default_provider: ProviderKey,
+    default_page_size: u32,
+    max_page_size: u32,
+}
+
+impl TokenService {
+    pub fn new(
+        store: Store,
+        keys: Arc<KeyRing>,
+        clock: Arc<dyn Clock>,
+        default_provider: ProviderKey,
+        default_page_size: u32,
+        max_page_size: u32,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            default_provider,
+            default_page_size,
+            max_page_size,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// find_token: the stored token the partial token matches, by the rules in [`match_rule`].
+    pub async fn find(&self, tenancy: &Tenancy, partial: &PartialToken) -> Result<Option<Token>> {
+        let tenant = tenancy.resolve(partial.tenant.as_ref())?;
+        if match_rule(partial).is_none() {
+            return Err(InvalidField::new(
+                "user_name",
+                "nothing to match on: give user_name, access_token, grant_token or refresh_token",
+            )
+            .into());
+        }
+        self.find_in(tenant_key(&tenant), partial).await
+    }
+
+    async fn find_in(&self, tenant: &str, partial: &PartialToken) -> Result<Option<Token>> {
+        let row = match match_rule(partial) {
+            None => None,
+            Some(MatchRule::User {
+                user_name,
+                provider,
+            }) => {
+                self.store
+                    .token_by_user(tenant, user_name.as_str(), provider.map(|p| p.as_str()))
+                    .await?
+            }
+            Some(MatchRule::Secret {
+                column,
+                value,
+                client_id,
+            }) => {
+                let hash = self.keys.lookup_hash(value);
+                self.store
+                    .token_by_hash(tenant, column, &hash, client_id)
+                    .await?
+            }
+        };
+        row.map(|r| open(&self.keys, r)).transpose()
+    }
+
+    /// find_token_by_id.
+    pub async fn get(&self, tenancy: &Tenancy, id: &TokenId) -> Result<Token> {
+        let row = self
+            .store
+            .token_by_id(id.as_str(), &tenancy.filter())
+            .await?
+            .ok_or(Error::NotFound)?;
+        open(&self.keys, row)
+    }
+
+    /// save_token: updates the token the partial one matches (by id first, then the find rules),
+    /// or inserts it with the given or a generated id. Never creates a second row for a token
+    /// that find would match, even when saves of the same user race.
+    pub async fn save(&self, tenancy: &Tenancy, partial: PartialToken) -> Result<(Token, Saved)> {
+        let tenant = tenancy.resolve(partial.tenant.as_ref())?;
+        for _ in 0..SAVE_ATTEMPTS {
+            let existing = match &partial.id {
+                Some(id) => self.get(tenancy, id).await.map(Some).or_else(|e| match e {
+                    Error::NotFound => Ok(None),
+                    e => Err(e),
+                })?,
+                None => None,
+            }
+            // Found by id: it keeps its own tenant unless the request names a different one.
+            .filter(|t| partial.tenant.is_none() || t.tenant == tenant);
+            let existing = match existing {
+                Some(t) => Some(t),
+                None => self.find_in(tenant_key(&tenant), &partial).await?,
+            };
+            let now = self.clock.now_ms();
+            match existing {
+                Some(current) => {
+                    let merged = merge(current, &partial, now);
+                    match self.store.update_token(seal(&self.keys, &merged)).await {
+                        Ok(true) => return Ok((merged, Saved::Updated)),
+                        // Deleted between our read and write: start over (it may insert now).
+                        Ok(false) => continue,
+                        Err(StoreError::Conflict) => {
+                            return Err(Error::Conflict(
+                                "another token of this tenant already has that provider and user_name"
+                                    .into(),
+                            ))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {
+                    let token = self.new_token(&partial, tenant.clone(), now)?;
+                    match self.store.insert_token(seal(&self.keys, &token)).await {
+                        Ok(()) => return Ok((token, Saved::Created)),
+                        // A concurrent save won the race: the next round finds and updates it.
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(Error::Conflict(
+            "the token could not be saved: its id or user_name is taken by a token you cannot update"
+                .into(),
+        ))
+    }
+
+    fn new_token(&self, p: &PartialToken, tenant: Option<TenantName>, now: i64) -> Result<Token> {
+        if p.refresh_token.is_none() && p.access_token.is_none() && p.grant_token.is_none() {
+            return Err(InvalidField::new(
+                "refresh_token",
+                "a new token needs at least one of refresh_token, access_token or grant_token",
+            )
+            .into());
+        }
+        Ok(Token {
+            id: p.id.clone().unwrap_or_else(TokenId::generate),
+            tenant,
+            provider: p
+                .provider
+                .clone()
+                .unwrap_or_else(|| self.default_provider.clone()),
+            user_name: p.user_name.clone(),
+            client_id: p.client_id.clone(),
+            client_secret: p.client_secret.clone(),
+            refresh_token: p.refresh_token.clone(),
+            access_token: p.access_token.clone(),
+            grant_token: p.grant_token.clone(),
+            expiry_time: p.expiry_time,
+            redirect_url: p.redirect_url.clone(),
+            api_domain: p.api_domain.clone(),
+            status: p.status.unwrap_or(TokenStatus::Active),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// delete_token.
+    pub async fn delete(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
+        if self
+            .store
+            .delete_token(id.as_str(), &tenancy.filter())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// delete_tokens: every token the caller can see. Returns how many were deleted.
+    pub async fn delete_all(&self, tenancy: &Tenancy) -> Result<u64> {
+        Ok(self.store.delete_all_tokens(&tenancy.filter()).await?)
+    }
+
+    /// get_tokens: one page in id order, with a cursor for the next.
+    pub async fn list(&self, tenancy: &Tenancy, query: ListQuery) -> Result<Page> {
+        let limit = query.limit.unwrap_or(self.default_page_size);
+        if limit == 0 || limit > self.max_page_size {
+            return Err(InvalidField::new(
+                "limit",
+                format!("must be between 1 and {}", self.max_page_size),
+            )
+            .into());
+        }
+        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let filter = ListFilter {
+            tenant: query.tenant.map(|t| t.as_str().to_owned()),
+            user_name: query.user_name,
+            provider: query.provider,
+            status: query.status.map(|s| s.as_str().to_owned()),
+            after,
+            limit: limit + 1,
+        };
+        let mut rows = self.store.list_tokens(&tenancy.filter(), &filter).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|r| B64URL.encode(r.id.as_bytes())))
+            .flatten();
+        let tokens = rows
+            .into_iter()
+            .map(|r| open(&self.keys, r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            tokens,
+            next_cursor,
+        })
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    let invalid = || Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued");
+    let bytes = B64URL.decode(cursor).map_err(|_| invalid())?;
+    let id = String::from_utf8(bytes).map_err(|_| invalid())?;
+    TokenId::parse(id.clone()).map_err(|_| invalid())?;
+    Ok(id)
+}
+
+/// Applies the fields a save carries to the stored token; absent fields keep their stored value.
+/// A save that brings new credentials and no explicit status makes the token active again.
+pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
+    let brings_credentials =
+        p.refresh_token.is_some() || p.access_token.is_some() || p.grant_token.is_some();
+    macro_rules! take {
+        ($($field:ident),*) => { $( if let Some(v) = &p.$field { t.$field = Some(v.clone()); } )* };
+    }
+    take!(
+        user_name,
+        client_id,
+        client_secret,
+        refresh_token,
+        access_token,
+        grant_token,
+        expiry_time,
+        redirect_url,
+        api_domain
+    );
+    if let Some(provider) = &p.provider {
+        t.provider = provider.clone();
+    }
+    match p.status {
+        Some(s) => t.status = s,
+        None if brings_credentials => t.status = TokenStatus::Active,
+        None => {}
+    }
+    t.updated_at = now;
+    t
+}

@@ -1,0 +1,319 @@
+// Loopback-only OAuth 2.0 / OIDC test server for token-broker integration tests.
+//
+// Usage: node server.mjs [PORT]        (PORT 0 or omitted = pick a free port)
+// stdout: exactly one line, `READY http://127.0.0.1:<port>`, once listening.
+//         (That URL is the issuer.) Everything else goes to stderr.
+// Exits 0 on SIGTERM / SIGINT, and when stdin reaches EOF / is closed
+// (set OIDC_IGNORE_STDIN=1 to disable the stdin watch).
+//
+// See README.md in this folder for endpoints, clients and the login flow.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+// oidc-provider prints its NOTICEs with console.info (i.e. to stdout). Keep
+// stdout reserved for the READY line: route every console method to stderr.
+// This must happen before oidc-provider is imported (hence the dynamic import).
+const stderrConsole = console.error.bind(console);
+for (const m of ['log', 'info', 'debug', 'warn']) {
+  console[m] = (...args) => {
+    // expected: the harness itself reads /token bodies (see STRICT_CLIENT_AUTH)
+    if (String(args[0]).includes('already parsed request body detected')) return;
+    stderrConsole(...args);
+  };
+}
+const { default: Provider, errors } = await import('oidc-provider');
+
+const log = (msg) => process.stderr.write(`[oidc-provider-harness] ${msg}\n`);
+
+// ---------------------------------------------------------------- settings --
+const HOST = '127.0.0.1';
+const requestedPort = Number.parseInt(process.argv[2] ?? '0', 10);
+if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 65535) {
+  log(`invalid port argument: ${process.argv[2]}`);
+  process.exit(2);
+}
+
+function positiveIntEnv(name, dflt) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number.parseInt(raw, 10);
+  if (!Number.isInteger(n) || n <= 0 || String(n) !== raw.trim()) {
+    log(`invalid ${name}=${raw}: must be a positive integer (seconds)`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const ACCESS_TOKEN_TTL = positiveIntEnv('ACCESS_TOKEN_TTL', 60);
+const REFRESH_TOKEN_TTL = positiveIntEnv('REFRESH_TOKEN_TTL', 24 * 60 * 60);
+const REDIRECT_URIS = (process.env.REDIRECT_URIS || 'http://127.0.0.1:8080/v1/oauth/callback')
+  .split(',').map((s) => s.trim()).filter(Boolean);
+const DEFAULT_ACCOUNT = 'alice@example.com';
+// Requested by the brief: 's3cr3t +/=&%?é'. oidc-provider only accepts client
+// secrets made of VSCHAR (printable ASCII 0x20-0x7E, RFC 6749 Appendix A), so
+// the 'é' is dropped. Overridable with CLIENT_SECRET (same rule applies).
+const CLIENT_SECRET = process.env.CLIENT_SECRET || 's3cr3t +/=&%?';
+// oidc-provider lets a client registered for client_secret_basic authenticate
+// with client_secret_post and vice versa. The harness rejects that (401
+// invalid_client) unless STRICT_CLIENT_AUTH=0.
+const STRICT_CLIENT_AUTH = process.env.STRICT_CLIENT_AUTH !== '0';
+// Scope names accepted (and auto-granted) besides openid and offline_access,
+// space or comma separated. Unlisted scopes are silently dropped by the library.
+const EXTRA_SCOPES = (process.env.EXTRA_SCOPES || '').split(/[\s,]+/).filter(Boolean);
+
+// ------------------------------------------------------------- the clients --
+const baseClient = {
+  client_secret: CLIENT_SECRET,
+  redirect_uris: REDIRECT_URIS,
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+};
+const clients = [
+  { ...baseClient, client_id: 'broker-client', token_endpoint_auth_method: 'client_secret_basic' },
+  { ...baseClient, client_id: 'broker-client-post', token_endpoint_auth_method: 'client_secret_post' },
+];
+
+// -------------------------------------------------------- start the socket --
+// Listen first (so that port 0 can be resolved), then build the provider with
+// the final issuer URL and attach it.
+let handler = (req, res) => { res.statusCode = 503; res.end(); };
+const server = http.createServer((req, res) => handler(req, res));
+server.keepAliveTimeout = 1000;
+
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(requestedPort, HOST, resolve);
+}).catch((err) => {
+  log(`cannot listen on ${HOST}:${requestedPort}: ${err.code || err.message}`);
+  process.exit(1);
+});
+
+const { port } = server.address();
+const ISSUER = `http://${HOST}:${port}`;
+
+// ------------------------------------------------------- provider settings --
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'harness-rs256', use: 'sig', alg: 'RS256' };
+
+const configuration = {
+  clients,
+  jwks: { keys: [signingJwk] },
+  cookies: {
+    // random per process; cookies are signed (each cookie gets a `<name>.sig` twin)
+    keys: [crypto.randomBytes(32).toString('base64url')],
+  },
+  scopes: ['openid', 'offline_access', ...EXTRA_SCOPES],
+  claims: { openid: ['sub'] },
+  // Any account id exists; its only claim is `sub`.
+  async findAccount(_ctx, sub) {
+    return { accountId: sub, async claims() { return { sub }; } };
+  },
+  features: {
+    devInteractions: { enabled: false }, // replaced by the automatic /interaction/:uid below
+    revocation: { enabled: true },
+    introspection: { enabled: false },
+    userinfo: { enabled: true },
+    resourceIndicators: { enabled: false }, // no `resource` param => opaque tokens, OIDC scopes only
+  },
+  pkce: {
+    // Every authorization request must carry code_challenge + code_challenge_method=S256.
+    methods: ['S256'],
+    required: () => true,
+  },
+  // Always issue a refresh token to these clients (by default oidc-provider only
+  // does so when `offline_access` was granted).
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Rotation ON: every refresh_token grant consumes the presented RT and returns a new one.
+  rotateRefreshToken: true,
+  // Tokens do not die with the (cookie) session.
+  expiresWithSession: async () => false,
+  ttl: {
+    AccessToken: ACCESS_TOKEN_TTL,
+    AuthorizationCode: 60,
+    IdToken: 3600,
+    RefreshToken: REFRESH_TOKEN_TTL,
+    Interaction: 600,
+    Session: 24 * 60 * 60,
+    Grant: 14 * 24 * 60 * 60,
+  },
+  // oidc-provider's default is 15 s of leeway when checking the expiry of opaque
+  // tokens: an access token would still be accepted up to 15 s after expires_in.
+  clockTolerance: 0,
+  interactions: {
+    url: async (_ctx, interaction) => `${ISSUER}/interaction/${interaction.uid}`,
+  },
+  clientBasedCORS: () => false,
+  // Render authorization-endpoint errors that cannot be redirected as JSON.
+  async renderError(ctx, out) {
+    ctx.type = 'json';
+    ctx.body = out;
+  },
+};
+
+let provider;
+try {
+  provider = new Provider(ISSUER, configuration);
+} catch (err) {
+  log(`invalid provider configuration: ${err.message}`);
+  process.exit(1);
+}
+
+// Clients are validated lazily; load them now so a bad secret/redirect URI fails at startup.
+for (const { client_id: id } of clients) {
+  try {
+    // eslint-disable-next-line no-await-in-loop
+    if (!(await provider.Client.find(id))) throw new Error('not found');
+  } catch (err) {
+    log(`invalid client ${id}: ${err.error_description || err.message}`);
+    process.exit(1);
+  }
+}
+
+// -------------------------------------------------------------- logging --
+// One line per request: method, path (never the query string), status.
+provider.use(async (ctx, next) => {
+  const { method, path } = ctx;
+  try {
+    await next();
+  } finally {
+    log(`${method} ${path} -> ${ctx.respond === false ? ctx.res.statusCode : ctx.status}`);
+  }
+});
+
+// RFC 8414 metadata path: same document as /.well-known/openid-configuration.
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
+  return next();
+});
+
+// Strict token_endpoint_auth_method (see STRICT_CLIENT_AUTH above) on the
+// endpoints that authenticate clients. The form body is read here and handed to
+// oidc-provider as an "already parsed" body (a path the library supports).
+const registeredAuthMethod = new Map(clients.map((c) => [c.client_id, c.token_endpoint_auth_method]));
+const CLIENT_AUTH_PATHS = new Set(['/token', '/token/revocation']);
+function readBody(req, limit) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > limit) { reject(new Error('body too large')); req.destroy(); return; }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+provider.use(async (ctx, next) => {
+  if (!STRICT_CLIENT_AUTH || ctx.method !== 'POST' || !CLIENT_AUTH_PATHS.has(ctx.path)
+      || !ctx.is('application/x-www-form-urlencoded')) {
+    return next();
+  }
+  const body = await readBody(ctx.req, 56 * 1024);
+  ctx.req.body = body;
+  let used;
+  let clientId;
+  const authorization = ctx.get('authorization');
+  if (/^basic /i.test(authorization)) {
+    used = 'client_secret_basic';
+    try {
+      const decoded = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
+      clientId = decodeURIComponent(decoded.slice(0, decoded.indexOf(':')).replace(/\+/g, '%20'));
+    } catch { /* malformed: let oidc-provider produce its error */ }
+  } else {
+    const form = new URLSearchParams(body);
+    if (form.has('client_secret')) {
+      used = 'client_secret_post';
+      clientId = form.get('client_id');
+    }
+  }
+  const expected = clientId && registeredAuthMethod.get(clientId);
+  if (used && expected && used !== expected) {
+    log(`rejecting ${clientId}: used ${used}, registered for ${expected}`);
+    ctx.status = 401;
+    ctx.type = 'json';
+    ctx.body = { error: 'invalid_client', error_description: 'client authentication failed' };
+    return undefined;
+  }
+  return next();
+});
+
+// ------------------------------------------------ automatic interaction --
+// GET /interaction/:uid completes login (+ consent) without any UI and 303s
+// to the resume URL /auth/:uid.
+provider.use(async (ctx, next) => {
+  const m = /^\/interaction\/([^/]+)\/?$/.exec(ctx.path);
+  if (!m) return next();
+  if (ctx.method !== 'GET' && ctx.method !== 'POST') {
+    ctx.status = 405;
+    return undefined;
+  }
+  try {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    if (details.uid !== m[1]) throw new errors.SessionNotFound('interaction uid does not match the _interaction cookie');
+    const { prompt, params, session } = details;
+
+    // login: the login_hint (else alice@example.com) when the login prompt is
+    // pending; for a consent-only prompt the session's account stays.
+    const loginRequired = prompt.name === 'login' || !session?.accountId;
+    const accountId = loginRequired
+      ? ((typeof params.login_hint === 'string' && params.login_hint) || DEFAULT_ACCOUNT)
+      : session.accountId;
+
+    const result = {};
+    if (loginRequired) result.login = { accountId };
+
+    // consent: grant everything that was requested
+    let grant = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
+    if (!grant || grant.accountId !== accountId || grant.clientId !== params.client_id) {
+      grant = new provider.Grant({ accountId, clientId: params.client_id });
+    }
+    if (params.scope) grant.addOIDCScope(params.scope);
+    if (params.claims) {
+      try {
+        const { userinfo = {}, id_token: idToken = {} } = JSON.parse(params.claims);
+        grant.addOIDCClaims([...Object.keys(userinfo), ...Object.keys(idToken)]);
+      } catch { /* invalid claims were already rejected by the authorization endpoint */ }
+    }
+    result.consent = { grantId: await grant.save() };
+
+    log(`interaction ${prompt.name}: auto-approved account=${accountId} client=${params.client_id} scope="${params.scope ?? ''}"`);
+    ctx.respond = false;
+    await provider.interactionFinished(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+  } catch (err) {
+    ctx.respond = true;
+    ctx.status = err.statusCode || 500;
+    ctx.type = 'json';
+    ctx.body = { error: err.error || 'server_error', error_description: err.error_description || err.message };
+  }
+  return undefined;
+});
+
+provider.on('server_error', (_ctx, err) => log(`server_error: ${err.stack || err}`));
+
+handler = provider.callback();
+
+// ------------------------------------------------------------ lifecycle --
+let stopping = false;
+function shutdown(reason) {
+  if (stopping) return;
+  stopping = true;
+  log(`shutting down (${reason})`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections?.();
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+process.on('SIGHUP', () => shutdown('SIGHUP'));
+if (process.env.OIDC_IGNORE_STDIN !== '1') {
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('close', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume(); // discard anything written to stdin
+}
+process.stdout.on('error', () => {}); // parent stopped reading stdout: keep serving
+
+process.stdout.write(`READY ${ISSUER}\n`);
+log(`listening, issuer ${ISSUER}, clients broker-client (client_secret_basic) broker-client-post (client_secret_post)${STRICT_CLIENT_AUTH ? ' strictly' : ' interchangeably'}, redirect_uris ${REDIRECT_URIS.join(' ')}, access token ttl ${ACCESS_TOKEN_TTL}s`);
