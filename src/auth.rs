@@ -140,7 +140,10 @@ impl Verifier {
             let pem = match (&k.pem, &k.pem_file) {
                 (Some(pem), None) => pem.clone(),
                 (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("{name}.pem_file: cannot read {}: {e}", path.display()))
+                    ConfigError(format!(
+                        "{name}.pem_file: cannot read {}: {e}",
+                        path.display()
+                    ))
                 })?,
                 _ => {
                     return Err(ConfigError(format!(
@@ -196,8 +199,7 @@ impl Verifier {
                 .public
                 .iter()
                 .find(|k| {
-                    k.alg == alg
-                        && (k.kid.is_none() || header.kid.is_none() || k.kid == header.kid)
+                    k.alg == alg && (k.kid.is_none() || header.kid.is_none() || k.kid == header.kid)
                 })
                 .map(|k| &k.key),
         }
@@ -242,7 +244,11 @@ impl Verifier {
         };
         Ok(Caller {
             sub: claims.sub,
-            scopes: claims.scope.split_whitespace().filter_map(Scope::parse).collect(),
+            scopes: claims
+                .scope
+                .split_whitespace()
+                .filter_map(Scope::parse)
+                .collect(),
             tenancy,
         })
     }

@@ -103,10 +103,8 @@ pub struct ConfigError(pub String);
 impl Settings {
     /// Loads the layered settings. `config_dir` holds `{environment}.toml` overrides.
     pub fn load(config_dir: &Path, environment: Option<&str>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULTS,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(env) = environment.filter(|e| !e.is_empty()) {
             builder = builder.add_source(
                 config::File::from(config_dir.join(format!("{env}.toml"))).required(true),
@@ -144,9 +142,12 @@ impl Settings {
             ));
         }
         if self.database.max_connections == 0 {
-            return Err(ConfigError("database.max_connections: must be at least 1".into()));
+            return Err(ConfigError(
+                "database.max_connections: must be at least 1".into(),
+            ));
         }
-        if self.tokens.max_page_size == 0 || self.tokens.default_page_size > self.tokens.max_page_size
+        if self.tokens.max_page_size == 0
+            || self.tokens.default_page_size > self.tokens.max_page_size
         {
             return Err(ConfigError(
                 "tokens.default_page_size: must be between 1 and tokens.max_page_size".into(),

@@ -54,7 +54,9 @@ impl std::fmt::Debug for KeyRing {
 
 fn decode_key(name: &str, b64: &str) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     let bytes = Zeroizing::new(B64.decode(b64.trim()).map_err(|_| {
-        CryptoError::Config(format!("{name}: not valid base64 (expected 32 random bytes)"))
+        CryptoError::Config(format!(
+            "{name}: not valid base64 (expected 32 random bytes)"
+        ))
     })?);
     let mut key = Zeroizing::new([0u8; 32]);
     if bytes.len() != 32 {
@@ -305,7 +307,7 @@ mod tests {
         let ring = ring();
         let s = Secret::new("abc");
         assert_eq!(ring.lookup_hash(&s), ring.lookup_hash(&s));
-        assert_ne!(ring.lookup_hash(&s), super::ring().lookup_hash(&s));
+        assert_ne!(ring.lookup_hash(&s), self::ring().lookup_hash(&s));
         assert_eq!(ring.lookup_hash(&s).len(), 64);
     }
 

@@ -10,10 +10,19 @@ use token_broker::config::Settings;
 use token_broker::{startup, telemetry, Application};
 
 #[derive(Parser)]
-#[command(name = "token-broker", version, about = "Holds OAuth credentials and hands out valid access tokens")]
+#[command(
+    name = "token-broker",
+    version,
+    about = "Holds OAuth credentials and hands out valid access tokens"
+)]
 struct Cli {
     /// Folder with `{env}.toml` overrides of the built-in defaults.
-    #[arg(long, env = "TOKEN_BROKER_CONFIG_DIR", default_value = "config", global = true)]
+    #[arg(
+        long,
+        env = "TOKEN_BROKER_CONFIG_DIR",
+        default_value = "config",
+        global = true
+    )]
     config_dir: PathBuf,
     /// Environment name: loads `{config_dir}/{env}.toml` on top of the defaults.
     #[arg(long = "env", env = "TOKEN_BROKER_ENV", global = true)]
@@ -92,7 +101,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend().name());
         }
         Command::Jwt {
-            command: JwtCommand::Mint { sub, scope, tenant, ttl },
+            command:
+                JwtCommand::Mint {
+                    sub,
+                    scope,
+                    tenant,
+                    ttl,
+                },
         } => {
             let keys = startup::load_keys(&settings)?;
             let secret: SecretString = keys.hs256_secret.ok_or_else(|| {

@@ -27,8 +27,8 @@ pub struct Keys {
 /// Resolves keys: configured `crypto.keys` win; otherwise the local key file is read or
 /// created (mode 0600) and its path logged.
 pub fn load_keys(settings: &Settings) -> Result<Keys, ConfigError> {
-    let configured_hs = Some(settings.auth.hs256_secret.clone())
-        .filter(|s| !s.expose_secret().is_empty());
+    let configured_hs =
+        Some(settings.auth.hs256_secret.clone()).filter(|s| !s.expose_secret().is_empty());
     if !settings.crypto.keys.is_empty() {
         let ring = KeyRing::new(
             &settings.crypto.active_key_id,
@@ -145,7 +145,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, backend = self.store.backend().name(), "token-broker listening");
         let result = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

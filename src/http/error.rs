@@ -19,7 +19,11 @@ pub struct ErrorBody {
 }
 
 /// An error answer with an arbitrary status; used for errors raised outside handlers too.
-pub fn error_response(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
+pub fn error_response(
+    status: StatusCode,
+    error: &'static str,
+    message: impl Into<String>,
+) -> Response {
     let body = ErrorBody {
         error,
         message: message.into(),
@@ -58,9 +62,7 @@ impl Error {
             Error::Store(StoreError::Unavailable(_)) => {
                 "the database is unavailable; try again shortly".into()
             }
-            Error::Store(StoreError::Conflict) => {
-                "the write conflicts with a stored token".into()
-            }
+            Error::Store(StoreError::Conflict) => "the write conflicts with a stored token".into(),
             Error::Store(StoreError::Other(_)) | Error::Crypto(_) | Error::Internal(_) => {
                 "internal error; see the broker's log for details".into()
             }

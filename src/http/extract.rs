@@ -27,9 +27,7 @@ impl FromRequestParts<AppState> for Caller {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .ok_or_else(|| {
-                Error::Unauthenticated("Authorization must be `Bearer <JWT>`".into())
-            })?;
+            .ok_or_else(|| Error::Unauthenticated("Authorization must be `Bearer <JWT>`".into()))?;
         let caller = state.verifier.verify(token)?;
         tracing::Span::current().record("caller", caller.sub.as_str());
         Ok(caller)
@@ -102,7 +100,15 @@ fn field_name(path: &str) -> String {
 fn describe(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
-    if text.starts_with("invalid type") || text.starts_with("invalid value") || text.starts_with("invalid length") {
+    let echoes_value = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p));
+    if echoes_value {
         match text.split_once(", expected ") {
             Some((_, expected)) => format!("wrong type or value, expected {expected}"),
             None => "wrong type or value".into(),
@@ -114,7 +120,12 @@ fn describe(e: &serde_json::Error) -> String {
 
 /// `application/json` or any `application/*+json`, parameters ignored.
 fn is_json_media_type(value: &str) -> bool {
-    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 

@@ -48,7 +48,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let v1 = Router::new()
         .route(
             "/tokens",
-            get(tokens::list).put(tokens::save).delete(tokens::delete_all),
+            get(tokens::list)
+                .put(tokens::save)
+                .delete(tokens::delete_all),
         )
         .route("/tokens/find", post(tokens::find))
         .route("/tokens/{id}", get(tokens::get).delete(tokens::delete));
@@ -100,7 +102,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                         "internal error; see the broker's log for details",
                     )
                 }))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout)),
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    limits.request_timeout,
+                )),
         )
 }
 
@@ -117,11 +122,23 @@ async fn json_errors(req: Request, next: Next) -> Response {
         return response;
     }
     let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than the broker accepts"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as Content-Type: application/json"),
-        s if s.is_server_error() => ("internal", "internal error; see the broker's log for details"),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than the broker accepts",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ),
+        s if s.is_server_error() => (
+            "internal",
+            "internal error; see the broker's log for details",
+        ),
         _ => ("bad_request", "the request could not be handled"),
     };
     let mut fresh = error_response(status, code, message);

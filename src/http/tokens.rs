@@ -95,9 +95,8 @@ impl TryFrom<TokenBody> for PartialToken {
     type Error = InvalidField;
 
     fn try_from(b: TokenBody) -> Result<Self, InvalidField> {
-        let secret = |field: &'static str, v: Option<String>| {
-            v.map(|v| Secret::parse(field, v)).transpose()
-        };
+        let secret =
+            |field: &'static str, v: Option<String>| v.map(|v| Secret::parse(field, v)).transpose();
         let text = |field: &'static str, v: Option<String>, max: usize| {
             v.map(|v| parse_text(field, v, max)).transpose()
         };
@@ -239,7 +238,11 @@ pub async fn list(
     let page = state.tokens.list(&caller.tenancy, query).await?;
     let reveal = caller.has(Scope::Secrets);
     Ok(Json(TokenPage {
-        tokens: page.tokens.iter().map(|t| TokenView::new(t, reveal)).collect(),
+        tokens: page
+            .tokens
+            .iter()
+            .map(|t| TokenView::new(t, reveal))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -116,9 +116,11 @@ impl Store {
         args: Vec<Arg>,
     ) -> Result<Option<T>, StoreError> {
         let sql = dialect(self.backend, sql);
-        Ok(with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
+        Ok(
+            with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
             .fetch_optional(p)
-            .await?))
+            .await?),
+        )
     }
 
     pub(crate) async fn fetch_all<T: AnyRow>(
@@ -127,9 +129,11 @@ impl Store {
         args: Vec<Arg>,
     ) -> Result<Vec<T>, StoreError> {
         let sql = dialect(self.backend, sql);
-        Ok(with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
+        Ok(
+            with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
             .fetch_all(p)
-            .await?))
+            .await?),
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `oauth_tokens` table: rows as stored (ciphertexts and lookup hashes, never plaintext).
 
-use super::{Arg, Store, StoreError};
+use super::{Arg, Backend, Store, StoreError};
 
 /// One row of `oauth_tokens`, exactly as stored.
 #[derive(Clone, sqlx::FromRow)]
@@ -30,6 +30,17 @@ pub struct TokenRow {
 const COLUMNS: &str = "id, tenant, provider, user_name, client_id, client_secret, \
     refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
     grant_token_hash, expiry_time, redirect_url, api_domain, status, key_id, created_at, updated_at";
+
+/// The same columns for SELECT on MySQL: its binary (case-sensitive) collations mark text
+/// columns BINARY, which sqlx will not decode as `String`; a CAST gives them a text collation.
+const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, CAST(tenant AS CHAR) AS tenant, \
+    CAST(provider AS CHAR) AS provider, CAST(user_name AS CHAR) AS user_name, \
+    CAST(client_id AS CHAR) AS client_id, client_secret, refresh_token, \
+    CAST(refresh_token_hash AS CHAR) AS refresh_token_hash, access_token, \
+    CAST(access_token_hash AS CHAR) AS access_token_hash, grant_token, \
+    CAST(grant_token_hash AS CHAR) AS grant_token_hash, expiry_time, \
+    CAST(redirect_url AS CHAR) AS redirect_url, CAST(api_domain AS CHAR) AS api_domain, \
+    CAST(status AS CHAR) AS status, CAST(key_id AS CHAR) AS key_id, created_at, updated_at";
 
 /// Which tenants an operation may touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +91,20 @@ pub struct ListFilter {
 }
 
 impl Store {
+    /// The column list of a SELECT of whole rows, for this backend.
+    fn columns(&self) -> &'static str {
+        match self.backend() {
+            Backend::MySql => MYSQL_COLUMNS,
+            _ => COLUMNS,
+        }
+    }
+
     pub async fn token_by_id(
         &self,
         id: &str,
         tenants: &TenantFilter,
     ) -> Result<Option<TokenRow>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM oauth_tokens WHERE id = ?");
+        let mut sql = format!("SELECT {} FROM oauth_tokens WHERE id = ?", self.columns());
         let mut args = vec![Arg::from(id)];
         tenants.push(&mut sql, &mut args);
         self.fetch_optional(&sql, args).await
@@ -98,8 +117,10 @@ impl Store {
         user_name: &str,
         provider: Option<&str>,
     ) -> Result<Option<TokenRow>, StoreError> {
-        let mut sql =
-            format!("SELECT {COLUMNS} FROM oauth_tokens WHERE tenant = ? AND user_name = ?");
+        let mut sql = format!(
+            "SELECT {} FROM oauth_tokens WHERE tenant = ? AND user_name = ?",
+            self.columns()
+        );
         let mut args = vec![Arg::from(tenant), Arg::from(user_name)];
         if let Some(p) = provider {
             sql.push_str(" AND provider = ?");
@@ -118,7 +139,8 @@ impl Store {
         client_id: Option<&str>,
     ) -> Result<Option<TokenRow>, StoreError> {
         let mut sql = format!(
-            "SELECT {COLUMNS} FROM oauth_tokens WHERE tenant = ? AND {} = ?",
+            "SELECT {} FROM oauth_tokens WHERE tenant = ? AND {} = ?",
+            self.columns(),
             column.column()
         );
         let mut args = vec![Arg::from(tenant), Arg::from(hash)];
@@ -169,7 +191,7 @@ impl Store {
         tenants: &TenantFilter,
         filter: &ListFilter,
     ) -> Result<Vec<TokenRow>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM oauth_tokens WHERE 1 = 1");
+        let mut sql = format!("SELECT {} FROM oauth_tokens WHERE 1 = 1", self.columns());
         let mut args = Vec::new();
         tenants.push(&mut sql, &mut args);
         for (column, value) in [

@@ -46,11 +46,14 @@ pub fn match_rule(token: &PartialToken) -> Option<MatchRule<'_>> {
             client_id,
         });
     }
-    token.refresh_token.as_ref().map(|refresh| MatchRule::Secret {
-        column: HashColumn::RefreshToken,
-        value: refresh,
-        client_id,
-    })
+    token
+        .refresh_token
+        .as_ref()
+        .map(|refresh| MatchRule::Secret {
+            column: HashColumn::RefreshToken,
+            value: refresh,
+            client_id,
+        })
 }
 
 #[cfg(test)]

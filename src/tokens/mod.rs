@@ -13,7 +13,9 @@ pub use sealing::{open, seal};
 
 use crate::clock::Clock;
 use crate::crypto::KeyRing;
-use crate::domain::{InvalidField, PartialToken, ProviderKey, TenantName, Token, TokenId, TokenStatus};
+use crate::domain::{
+    InvalidField, PartialToken, ProviderKey, TenantName, Token, TokenId, TokenStatus,
+};
 use crate::error::{Error, Result};
 use crate::store::{ListFilter, Store, StoreError, TenantFilter};
 
@@ -126,7 +128,11 @@ impl TokenService {
     /// find_token: the stored token the partial token matches, by the rules in [`match_rule`].
     pub async fn find(&self, tenancy: &Tenancy, partial: &PartialToken) -> Result<Option<Token>> {
         let tenant = tenancy.resolve(partial.tenant.as_ref())?;
-        if match_rule(partial).is_none() {
+        let names_something = partial.user_name.is_some()
+            || partial.access_token.is_some()
+            || partial.grant_token.is_some()
+            || partial.refresh_token.is_some();
+        if !names_something {
             return Err(InvalidField::new(
                 "user_name",
                 "nothing to match on: give user_name, access_token, grant_token or refresh_token",
@@ -198,12 +204,10 @@ impl TokenService {
                         Ok(true) => return Ok((merged, Saved::Updated)),
                         // Deleted between our read and write: start over (it may insert now).
                         Ok(false) => continue,
-                        Err(StoreError::Conflict) => {
-                            return Err(Error::Conflict(
-                                "another token of this tenant already has that provider and user_name"
-                                    .into(),
-                            ))
-                        }
+                        Err(StoreError::Conflict) => return Err(Error::Conflict(
+                            "another token of this tenant already has that provider and user_name"
+                                .into(),
+                        )),
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -309,7 +313,8 @@ impl TokenService {
 }
 
 fn decode_cursor(cursor: &str) -> Result<String> {
-    let invalid = || Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued");
+    let invalid =
+        || Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued");
     let bytes = B64URL.decode(cursor).map_err(|_| invalid())?;
     let id = String::from_utf8(bytes).map_err(|_| invalid())?;
     TokenId::parse(id.clone()).map_err(|_| invalid())?;

@@ -5,7 +5,12 @@ use crate::domain::{ProviderKey, Secret, TenantName, Token, TokenId, TokenStatus
 use crate::error::Result;
 use crate::store::TokenRow;
 
-const SECRET_COLUMNS: [&str; 4] = ["client_secret", "refresh_token", "access_token", "grant_token"];
+const SECRET_COLUMNS: [&str; 4] = [
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "grant_token",
+];
 
 /// Encrypts a token's secrets under the active key.
 pub fn seal(keys: &KeyRing, t: &Token) -> TokenRow {

@@ -1,0 +1,372 @@
+//! Test harness: start the real application on a random port with a fresh database of the chosen
+#![allow(dead_code)]
+//! backend, and talk to it like a caller would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::{Client, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sqlx::Connection;
+use token_broker::auth::{mint, MintRequest};
+use token_broker::clock::{Clock, ManualClock, SystemClock};
+use token_broker::config::Settings;
+use token_broker::crypto::generate_key;
+use token_broker::store::{ListFilter, Store, TenantFilter, TokenRow};
+use token_broker::Application;
+
+/// The database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+
+    /// Backends can be narrowed with `TB_TEST_BACKENDS=sqlite,postgres` (default: all three).
+    pub fn enabled(self) -> bool {
+        match std::env::var("TB_TEST_BACKENDS") {
+            Ok(list) if !list.trim().is_empty() => list.split(',').any(|b| b.trim() == self.name()),
+            _ => true,
+        }
+    }
+}
+
+/// Runs a test body once per backend, as `<module>::<backend>::<test>`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() {
+                   if $crate::helpers::Backend::Sqlite.enabled() {
+                       super::$test($crate::helpers::Backend::Sqlite).await
+                   }
+               } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() {
+                   if $crate::helpers::Backend::Postgres.enabled() {
+                       super::$test($crate::helpers::Backend::Postgres).await
+                   }
+               } )*
+        }
+        mod mysql {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() {
+                   if $crate::helpers::Backend::MySql.enabled() {
+                       super::$test($crate::helpers::Backend::MySql).await
+                   }
+               } )*
+        }
+    };
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn mysql_admin_url() -> String {
+    std::env::var("TB_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL with a path");
+    format!("{base}/{db}")
+}
+
+/// A database of its own for one test: a temp SQLite file, or a new PostgreSQL/MySQL database.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = format!("tb_test_{}", uuid_simple());
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}/broker.db?mode=rwc", dir.path().display()),
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("PostgreSQL on 127.0.0.1:5432 (start it with .ci/run)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                with_database(&admin, &name)
+            }
+            Backend::MySql => {
+                let admin = mysql_admin_url();
+                let mut conn = sqlx::MySqlConnection::connect(&admin)
+                    .await
+                    .expect("MariaDB on 127.0.0.1:3306 (start it with .ci/run)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                with_database(&admin, &name)
+            }
+        };
+        Self {
+            url,
+            backend,
+            _dir: dir,
+        }
+    }
+}
+
+pub fn uuid_simple() -> String {
+    let mut bytes = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// Settings for a test app: random port, the given database, fresh keys, a known HS256 secret.
+pub fn test_settings(db_url: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.port = 0;
+    s.database.url = SecretString::from(db_url.to_owned());
+    s.database.max_connections = 10;
+    s.crypto.keys = BTreeMap::from([("test-1".to_string(), generate_key())]);
+    s.crypto.active_key_id = "test-1".into();
+    s.crypto.lookup_key = generate_key();
+    s.auth.hs256_secret = SecretString::from(format!("test-hs256-secret-{}", uuid_simple()));
+    s
+}
+
+/// A running broker and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub settings: Settings,
+    pub db: TestDatabase,
+    pub clock: ManualClock,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the app after `configure` adjusted its settings. Time is the wall clock unless the
+/// test uses [`spawn_app_with_clock`].
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    start(backend, configure, None).await
+}
+
+/// Starts the app on a clock the test moves.
+pub async fn spawn_app_with_clock(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let clock = ManualClock::new(SystemClock.now_ms());
+    start(backend, configure, Some(clock)).await
+}
+
+async fn start(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings),
+    manual: Option<ManualClock>,
+) -> TestApp {
+    let db = TestDatabase::new(backend).await;
+    let mut settings = test_settings(&db.url);
+    configure(&mut settings);
+    let clock_for_app: Arc<dyn Clock> = match &manual {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(SystemClock),
+    };
+    let app = Application::build_with_clock(&settings, clock_for_app)
+        .await
+        .expect("the app starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(async move {
+        let _ = app
+            .run_until(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    TestApp {
+        address,
+        client: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        settings,
+        db,
+        clock: manual.unwrap_or_else(|| ManualClock::new(0)),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// Every scope.
+pub const ALL_SCOPES: &str = "tokens:read tokens:access tokens:write tokens:secrets tokens:admin";
+
+impl TestApp {
+    /// A caller JWT with these scopes and no tenant.
+    pub fn jwt(&self, scopes: &str) -> String {
+        self.jwt_for("test-caller", scopes, None)
+    }
+
+    pub fn jwt_for(&self, sub: &str, scopes: &str, tenant: Option<&str>) -> String {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        mint(
+            &self.settings.auth.hs256_secret,
+            &MintRequest {
+                sub: sub.into(),
+                scope: scopes.into(),
+                tenant: tenant.map(Into::into),
+                ttl_secs: 600,
+                issuer: non_empty(&self.settings.auth.issuer),
+                audience: non_empty(&self.settings.auth.audience),
+            },
+        )
+        .unwrap()
+    }
+
+    /// The admin JWT most tests use: every scope, no tenant.
+    pub fn admin(&self) -> String {
+        self.jwt(ALL_SCOPES)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn save(&self, jwt: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url("/v1/tokens"))
+            .bearer_auth(jwt)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn find(&self, jwt: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/v1/tokens/find"))
+            .bearer_auth(jwt)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_token(&self, jwt: &str, id: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v1/tokens/{id}")))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn list(&self, jwt: &str, query: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v1/tokens{query}")))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_token(&self, jwt: &str, id: &str) -> Response {
+        self.client
+            .delete(self.url(&format!("/v1/tokens/{id}")))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_all(&self, jwt: &str, query: &str) -> Response {
+        self.client
+            .delete(self.url(&format!("/v1/tokens{query}")))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Saves a token as admin and returns its stored JSON (panics unless 200/201).
+    pub async fn seed(&self, body: Value) -> Value {
+        let r = self.save(&self.admin(), &body).await;
+        assert!(
+            r.status() == StatusCode::CREATED || r.status() == StatusCode::OK,
+            "seed failed: {}",
+            r.status()
+        );
+        r.json().await.unwrap()
+    }
+
+    /// How many tokens are stored, across tenants.
+    pub async fn count(&self) -> usize {
+        self.raw_rows().await.len()
+    }
+
+    /// The rows exactly as the database holds them (ciphertexts, hashes), read directly.
+    pub async fn raw_rows(&self) -> Vec<TokenRow> {
+        let store = Store::connect(&self.db.url, &Default::default()).unwrap();
+        let rows = store
+            .list_tokens(
+                &TenantFilter::Any,
+                &ListFilter {
+                    limit: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        rows
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+/// The body of an error answer, checked for the contract's shape.
+pub async fn error_of(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = r.json().await.expect("error answers are JSON");
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    assert!(body["error"].is_string(), "no error code in {body}");
+    assert!(body["message"].is_string(), "no message in {body}");
+    (status, body)
+}
+
+/// Expose a secret string for assertions.
+pub fn expose(s: &SecretString) -> &str {
+    s.expose_secret()
+}

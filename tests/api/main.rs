@@ -1,0 +1,11 @@
+//! The API test suite: each test starts the real broker on a random port with its own database.
+//! Storage tests run once per backend (`…::sqlite::…`, `…::postgres::…`, `…::mysql::…`).
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod encryption;
+mod errors;
+mod health;
+mod tokens;
