@@ -19,6 +19,56 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
     pub log: LogSettings,
+    pub oauth: OAuthSettings,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    pub public_url: String,
+    pub http_timeout_secs: u64,
+    pub max_retries: usize,
+    pub retry_min_delay_ms: u64,
+    pub retry_max_delay_ms: u64,
+    pub state_ttl_secs: u64,
+    pub refresh_lease_secs: u64,
+    pub refresh_budget: u32,
+    pub refresh_budget_window_secs: u64,
+    pub default_min_validity_secs: u64,
+    pub background: BackgroundRefreshSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundRefreshSettings {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    pub ahead_secs: u64,
+    pub used_within_secs: u64,
+    pub concurrency: usize,
+}
+
+/// One `[providers.<key>]` table: a Zoho data center (built in, credentials optional) or a
+/// generic OAuth 2.0 provider (`kind = "oauth2"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub kind: Option<String>,
+    /// Zoho only: replaces the data center's accounts server (e.g. a test double).
+    pub accounts_url: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub revoke_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub auth_method: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub extra_authorize_params: BTreeMap<String, String>,
+    pub pkce: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +210,19 @@ impl Settings {
                 "crypto.lookup_key: required when crypto.keys are configured".into(),
             ));
         }
+        if self.oauth.http_timeout_secs == 0 {
+            return Err(ConfigError(
+                "oauth.http_timeout_secs: must be at least 1".into(),
+            ));
+        }
+        if self.oauth.background.concurrency == 0 {
+            return Err(ConfigError(
+                "oauth.background.concurrency: must be at least 1".into(),
+            ));
+        }
+        url::Url::parse(&self.oauth.public_url)
+            .map_err(|e| ConfigError(format!("oauth.public_url: {e}")))?;
+        crate::oauth::ProviderRegistry::from_settings(&self.providers)?;
         Ok(())
     }
 }

@@ -29,6 +29,18 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The provider no longer accepts the token's grant; a person must log in again (409).
+    #[error("{0}")]
+    NeedsReauth(String),
+    /// The provider is down or slow and no stored token is good enough (503 + Retry-After).
+    #[error("the OAuth provider is unavailable and no stored access token is valid long enough")]
+    ProviderUnavailable { retry_after_secs: u64 },
+    /// The token's refresh budget for the current window is used up (429 + Retry-After).
+    #[error("this token was refreshed too often recently; the provider would lock the client out")]
+    RefreshBudgetExhausted { retry_after_secs: u64 },
+    /// The provider refused a request for a reason retrying will not fix (502).
+    #[error("{0}")]
+    Provider(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

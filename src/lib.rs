@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod oauth;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

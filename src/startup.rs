@@ -14,6 +14,9 @@ use crate::config::{ConfigError, Settings};
 use crate::crypto::{display_path, KeyRing, LocalKeyFile};
 use crate::domain::ProviderKey;
 use crate::http::{self, AppState, HttpLimits};
+use crate::oauth::{
+    background, EngineSettings, OAuthClient, OAuthService, ProviderRegistry, RetryPolicy,
+};
 use crate::store::{ConnectOptions, Store};
 use crate::tokens::TokenService;
 
@@ -88,6 +91,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    background: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -118,8 +122,26 @@ impl Application {
             settings.tokens.default_page_size,
             settings.tokens.max_page_size,
         );
+        let providers = ProviderRegistry::from_settings(&settings.providers)?;
+        let oauth_settings = &settings.oauth;
+        let client = OAuthClient::new(
+            Duration::from_secs(oauth_settings.http_timeout_secs),
+            RetryPolicy {
+                max_retries: oauth_settings.max_retries,
+                min_delay: Duration::from_millis(oauth_settings.retry_min_delay_ms),
+                max_delay: Duration::from_millis(oauth_settings.retry_max_delay_ms),
+            },
+        );
+        let oauth = OAuthService::new(
+            tokens.clone(),
+            providers,
+            client,
+            EngineSettings::from_config(oauth_settings)?,
+        );
+        let background = background::spawn(oauth.clone(), &oauth_settings.background);
         let state = AppState {
             tokens,
+            oauth,
             verifier: Arc::new(verifier),
         };
         let router = http::router(
@@ -137,6 +159,7 @@ impl Application {
             listener,
             router,
             store,
+            background,
         })
     }
 
@@ -153,6 +176,9 @@ impl Application {
         let result = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
+        if let Some(task) = self.background {
+            task.abort();
+        }
         self.store.close().await;
         result
     }

@@ -45,6 +45,14 @@ impl Error {
             Error::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Error::NeedsReauth(_) => (StatusCode::CONFLICT, "needs_reauth"),
+            Error::ProviderUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
+            }
+            Error::RefreshBudgetExhausted { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "refresh_budget_exhausted")
+            }
+            Error::Provider(_) => (StatusCode::BAD_GATEWAY, "provider_error"),
             Error::Store(StoreError::Conflict) => (StatusCode::CONFLICT, "conflict"),
             Error::Store(StoreError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
@@ -74,6 +82,12 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after = match &self {
+            Error::ProviderUnavailable { retry_after_secs }
+            | Error::RefreshBudgetExhausted { retry_after_secs } => Some(*retry_after_secs),
+            Error::Store(StoreError::Unavailable(_)) => Some(5),
+            _ => None,
+        };
         if status.is_server_error() {
             // Causes are sqlx/crypto errors: no bound values or plaintext in their text.
             tracing::error!(error = %self, "request failed");
@@ -87,18 +101,15 @@ impl IntoResponse for Error {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            _ => {}
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }

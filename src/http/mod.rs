@@ -3,6 +3,7 @@
 pub mod error;
 pub mod extract;
 mod health;
+pub mod oauth;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -25,12 +26,14 @@ use tracing::Level;
 
 use self::error::error_response;
 use crate::auth::Verifier;
+use crate::oauth::OAuthService;
 use crate::tokens::TokenService;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub tokens: TokenService,
+    pub oauth: OAuthService,
     pub verifier: Arc<Verifier>,
 }
 
@@ -53,7 +56,13 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .delete(tokens::delete_all),
         )
         .route("/tokens/find", post(tokens::find))
-        .route("/tokens/{id}", get(tokens::get).delete(tokens::delete));
+        .route("/tokens/{id}", get(tokens::get).delete(tokens::delete))
+        .route("/tokens/{id}/access-token", get(oauth::access_token))
+        .route("/tokens/{id}/refresh", post(oauth::refresh))
+        .route("/tokens/{id}/revoke", post(oauth::revoke))
+        .route("/oauth/exchange", post(oauth::exchange))
+        .route("/oauth/authorize", get(oauth::authorize))
+        .route("/oauth/callback", get(oauth::callback));
 
     Router::new()
         .route("/healthz", get(health::healthz))

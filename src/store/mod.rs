@@ -3,7 +3,9 @@
 //! SQL is written once with `?` placeholders and rewritten to `$N` for PostgreSQL; values are
 //! bound through [`Arg`], so every query body is shared and only the pool differs per backend.
 
+mod refresh;
 mod sql;
+mod states;
 mod tokens;
 
 use std::str::FromStr;
@@ -13,7 +15,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use refresh::{DueToken, RefreshState};
 pub use sql::Arg;
+pub use states::StateRow;
 pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow};
 
 /// Which database a URL names.

@@ -1,0 +1,305 @@
+//! The broker's own job over HTTP: access tokens, refresh, revoke, exchange and browser login.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::extract::{ApiJson, ApiQuery};
+use super::tokens::TokenView;
+use super::AppState;
+use crate::auth::{Caller, Scope};
+use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, TokenId, UserName};
+use crate::error::{Error, Result};
+use crate::oauth::{AuthorizeRequest, CallbackParams, ExchangeRequest};
+
+/// What a caller gets from the access-token and refresh endpoints.
+#[derive(Debug, Serialize)]
+pub struct AccessTokenView {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expiry_time: Option<i64>,
+    pub expires_in: Option<i64>,
+    pub api_domain: Option<String>,
+}
+
+impl AccessTokenView {
+    fn new(token: &Token, now_ms: i64) -> Result<Self> {
+        let access = token.access_token.as_ref().ok_or_else(|| {
+            Error::NeedsReauth("no access token is stored; the user must log in again".into())
+        })?;
+        Ok(Self {
+            access_token: access.expose().to_owned(),
+            token_type: "Bearer",
+            expiry_time: token.expiry_time,
+            expires_in: token.expiry_time.map(|e| ((e - now_ms) / 1000).max(0)),
+            api_domain: token.api_domain.clone(),
+        })
+    }
+}
+
+fn token_id(raw: String) -> Result<TokenId> {
+    TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessParams {
+    min_validity: Option<u32>,
+}
+
+/// Longest `min_validity` accepted (a day).
+const MAX_MIN_VALIDITY_SECS: u32 = 86_400;
+
+/// `GET /v1/tokens/{id}/access-token?min_validity=SECONDS`.
+pub async fn access_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<AccessParams>,
+) -> Result<Json<AccessTokenView>> {
+    caller.require(Scope::Access)?;
+    let id = token_id(id)?;
+    tracing::Span::current().record("token_id", id.as_str());
+    let min_validity_ms = match params.min_validity {
+        Some(s) if s > MAX_MIN_VALIDITY_SECS => {
+            return Err(InvalidField::new(
+                "min_validity",
+                format!("must be at most {MAX_MIN_VALIDITY_SECS} seconds"),
+            )
+            .into())
+        }
+        Some(s) => i64::from(s) * 1000,
+        None => state.oauth.settings().default_min_validity_ms,
+    };
+    let token = state
+        .oauth
+        .access_token(&caller.tenancy, &id, min_validity_ms)
+        .await?;
+    Ok(Json(AccessTokenView::new(&token, state.tokens.now_ms())?))
+}
+
+/// `POST /v1/tokens/{id}/refresh`: refresh now, whatever the stored token's validity.
+pub async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AccessTokenView>> {
+    caller.require(Scope::Write)?;
+    let id = token_id(id)?;
+    tracing::Span::current().record("token_id", id.as_str());
+    let min = state.oauth.settings().default_min_validity_ms;
+    let token = state.oauth.refresh(&caller.tenancy, &id, min, true).await?;
+    Ok(Json(AccessTokenView::new(&token, state.tokens.now_ms())?))
+}
+
+/// `POST /v1/tokens/{id}/revoke`: revoke at the provider, then delete.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    caller.require(Scope::Write)?;
+    let id = token_id(id)?;
+    tracing::Span::current().record("token_id", id.as_str());
+    state.oauth.revoke(&caller.tenancy, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeBody {
+    provider: Option<String>,
+    grant_token: String,
+    user_name: Option<String>,
+    redirect_url: Option<String>,
+    code_verifier: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    accounts_server: Option<String>,
+}
+
+/// `POST /v1/oauth/exchange`: exchange a grant token and store the result (201).
+pub async fn exchange(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ExchangeBody>,
+) -> Result<Response> {
+    caller.require(Scope::Write)?;
+    let req = ExchangeRequest {
+        provider: body.provider.map(ProviderKey::parse).transpose()?,
+        grant_token: Secret::parse("grant_token", body.grant_token)?,
+        user_name: body.user_name.map(UserName::parse).transpose()?,
+        redirect_url: body
+            .redirect_url
+            .map(|u| parse_text("redirect_url", u, 2048))
+            .transpose()?,
+        code_verifier: body
+            .code_verifier
+            .map(|v| Secret::parse("code_verifier", v))
+            .transpose()?,
+        client_id: body
+            .client_id
+            .map(|c| parse_text("client_id", c, 255))
+            .transpose()?,
+        client_secret: body
+            .client_secret
+            .map(|s| Secret::parse("client_secret", s))
+            .transpose()?,
+        accounts_server: body.accounts_server,
+    };
+    let token = state.oauth.exchange(&caller.tenancy, req).await?;
+    tracing::Span::current().record("token_id", token.id.as_str());
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/tokens/{}", token.id))],
+        Json(TokenView::new(&token, caller.has(Scope::Secrets))),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeParams {
+    provider: String,
+    user_name: Option<String>,
+    return_to: Option<String>,
+}
+
+/// `GET /v1/oauth/authorize`: 302 to the provider (or `{"authorize_url"}` for
+/// `Accept: application/json`, handy when the caller hands the URL to a browser itself).
+pub async fn authorize(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<AuthorizeParams>,
+) -> Result<Response> {
+    caller.require(Scope::Write)?;
+    let return_to = params
+        .return_to
+        .map(|r| {
+            Url::parse(&r)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| InvalidField::new("return_to", "must be an absolute http(s) URL"))
+        })
+        .transpose()?;
+    let req = AuthorizeRequest {
+        provider: ProviderKey::parse(params.provider)?,
+        user_name: params.user_name.map(UserName::parse).transpose()?,
+        return_to,
+    };
+    let url = state
+        .oauth
+        .authorize(&caller.tenancy, &caller.sub, req)
+        .await?;
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    Ok(if wants_json {
+        Json(serde_json::json!({ "authorize_url": url.as_str() })).into_response()
+    } else {
+        Redirect::to(url.as_str()).into_response()
+    })
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    #[serde(rename = "accounts-server")]
+    accounts_server: Option<String>,
+}
+
+/// `GET /v1/oauth/callback`: where the provider sends the browser back. No JWT: the single-use
+/// state stands for the caller who started the login. Answers are small HTML pages (or a 302 to
+/// `return_to`).
+pub async fn callback(
+    State(state): State<AppState>,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Login failed",
+            "The callback's parameters could not be read.",
+        );
+    };
+    let params = CallbackParams {
+        code: q.code.filter(|c| !c.is_empty()).map(Secret::new),
+        state: q.state.filter(|s| !s.is_empty()).map(Secret::new),
+        error: q.error,
+        accounts_server: q.accounts_server,
+    };
+    match state.oauth.callback(params).await {
+        Ok(outcome) => {
+            let token = &outcome.token;
+            if let Some(mut to) = outcome.return_to.and_then(|r| Url::parse(&r).ok()) {
+                to.query_pairs_mut()
+                    .append_pair("status", "connected")
+                    .append_pair("token_id", token.id.as_str());
+                return Redirect::to(to.as_str()).into_response();
+            }
+            let who = token
+                .user_name
+                .as_ref()
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_else(|| "The account".into());
+            page(
+                StatusCode::OK,
+                "Account connected",
+                &format!(
+                    "{} is now connected to {} (token id {}). You can close this window.",
+                    escape(&who),
+                    escape(token.provider.as_str()),
+                    escape(token.id.as_str())
+                ),
+            )
+        }
+        Err(e) => {
+            let (status, message) = match &e {
+                Error::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, message.clone()),
+                Error::ProviderUnavailable { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The provider is unavailable right now; start the login again in a moment."
+                        .into(),
+                ),
+                Error::Provider(m) => (StatusCode::BAD_GATEWAY, m.clone()),
+                other => {
+                    tracing::error!(error = %other, "browser login failed");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Something went wrong; see the broker's log.".into(),
+                    )
+                }
+            };
+            page(status, "Login failed", &escape(&message))
+        }
+    }
+}
+
+fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · token-broker</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}}</style>\
+         </head><body><h1>{title}</h1><p>{body_html}</p></body></html>"
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '&' => "&amp;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}

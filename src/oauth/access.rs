@@ -1,0 +1,304 @@
+//! Valid access tokens on demand. The hot path is one read; a refresh runs at most once at a time
+//! per token across every broker process (in-process mutex + database lease), commits a rotated
+//! refresh token before anyone sees the new access token, and respects the refresh budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::client::{ClientCredentials, ProviderError};
+use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, WAIT_SLACK};
+use crate::domain::{Token, TokenId, TokenStatus};
+use crate::error::{Error, Result};
+use crate::tokens::{seal, Tenancy};
+
+/// Write `last_used_at` at most this often per token from one process.
+const USED_MARK_EVERY_MS: i64 = 60_000;
+
+/// True when the stored access token stays valid for at least `min_validity_ms` after `now`.
+pub fn valid_for(token: &Token, now: i64, min_validity_ms: i64) -> bool {
+    token.access_token.is_some()
+        && token
+            .expiry_time
+            .is_some_and(|exp| exp - now >= min_validity_ms)
+}
+
+fn ensure_usable(token: &Token) -> Result<()> {
+    match token.status {
+        TokenStatus::Active => Ok(()),
+        TokenStatus::NeedsReauth => Err(Error::NeedsReauth(
+            "the provider no longer accepts this token's grant; the user must log in again".into(),
+        )),
+        TokenStatus::Revoked => Err(Error::NeedsReauth(
+            "this token was revoked; the user must log in again".into(),
+        )),
+    }
+}
+
+impl OAuthService {
+    /// A token whose access token is valid for at least `min_validity_ms`, refreshing first
+    /// when the stored one is not.
+    pub async fn access_token(
+        &self,
+        tenancy: &Tenancy,
+        id: &TokenId,
+        min_validity_ms: i64,
+    ) -> Result<Token> {
+        let token = self.tokens().get(tenancy, id).await?;
+        ensure_usable(&token)?;
+        let token = if valid_for(&token, self.now_ms(), min_validity_ms) {
+            token
+        } else {
+            self.refresh(tenancy, id, min_validity_ms, false).await?
+        };
+        self.mark_used(&token).await;
+        Ok(token)
+    }
+
+    /// Refreshes token `id` (or, unless `force`, finds it already fresh enough). Runs as its own
+    /// task: a caller that disconnects cannot cancel a refresh between the provider's answer and
+    /// the commit of a rotated refresh token.
+    pub async fn refresh(
+        &self,
+        tenancy: &Tenancy,
+        id: &TokenId,
+        min_validity_ms: i64,
+        force: bool,
+    ) -> Result<Token> {
+        let this = self.clone();
+        let tenancy = tenancy.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            this.refresh_flow(&tenancy, &id, min_validity_ms, force)
+                .await
+        })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("refresh task failed: {e}")))?
+    }
+
+    fn lock_for(&self, id: &TokenId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().expect("lock map poisoned");
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    async fn refresh_flow(
+        &self,
+        tenancy: &Tenancy,
+        id: &TokenId,
+        min_validity_ms: i64,
+        force: bool,
+    ) -> Result<Token> {
+        let started = self.now_ms();
+        let lock = self.lock_for(id);
+        let _turn = lock.lock().await;
+        let give_up_at = tokio::time::Instant::now()
+            + Duration::from_millis(self.settings().lease_ms.max(0) as u64)
+            + WAIT_SLACK;
+        loop {
+            let now = self.now_ms();
+            let token = self.tokens().get(tenancy, id).await?;
+            ensure_usable(&token)?;
+            // Someone (this process or another) refreshed it while we queued.
+            if force && token.updated_at > started {
+                return Ok(token);
+            }
+            if !force && valid_for(&token, now, min_validity_ms) {
+                return Ok(token);
+            }
+            if token.refresh_token.is_none() {
+                return Err(Error::NeedsReauth(
+                    "the access token expired and no refresh token is stored; the user must log in again"
+                        .into(),
+                ));
+            }
+            let owner = uuid::Uuid::new_v4().to_string();
+            let store = self.tokens().store();
+            if store
+                .acquire_lease(id.as_str(), &owner, now, now + self.settings().lease_ms)
+                .await?
+            {
+                return self
+                    .refresh_holding_lease(token, &owner, min_validity_ms)
+                    .await;
+            }
+            // Another process holds the lease: wait for its result.
+            if tokio::time::Instant::now() >= give_up_at {
+                return if valid_for(&token, now, min_validity_ms) {
+                    Ok(token)
+                } else {
+                    Err(Error::ProviderUnavailable {
+                        retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
+                    })
+                };
+            }
+            let pause = rand::thread_rng().gen_range(30..90);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    async fn refresh_holding_lease(
+        &self,
+        token: Token,
+        owner: &str,
+        min_validity_ms: i64,
+    ) -> Result<Token> {
+        let store = self.tokens().store();
+        let id = token.id.as_str().to_owned();
+        let settings = self.settings();
+        let now = self.now_ms();
+        let release = || async {
+            if let Err(e) = store.release_lease(&id, owner).await {
+                tracing::warn!(token_id = %id, error = %e, "could not release a refresh lease; it expires by itself");
+            }
+        };
+
+        // The budget: never let a client get locked out by the provider.
+        let state = store.refresh_state(&id).await?;
+        let (window_start, used) = match state {
+            Some(s) if now - s.refresh_window_start < settings.budget_window_ms => {
+                (s.refresh_window_start, s.refresh_count)
+            }
+            _ => (now, 0),
+        };
+        if used >= settings.refresh_budget {
+            release().await;
+            tracing::warn!(token_id = %id, provider = %token.provider, "refresh budget exhausted");
+            if valid_for(&token, now, min_validity_ms) {
+                return Ok(token);
+            }
+            let retry_after_ms = window_start + settings.budget_window_ms - now;
+            return Err(Error::RefreshBudgetExhausted {
+                retry_after_secs: (retry_after_ms.max(0) as u64).div_ceil(1000).max(1),
+            });
+        }
+        store
+            .record_refresh_attempt(&id, window_start, used + 1)
+            .await?;
+
+        let provider = match self.provider_for(&token) {
+            Ok(p) => p,
+            Err(e) => {
+                release().await;
+                return Err(e);
+            }
+        };
+        let (client_id, client_secret) = match credentials(&token, &provider) {
+            Ok(c) => c,
+            Err(e) => {
+                release().await;
+                return Err(e);
+            }
+        };
+        let refresh_token = token.refresh_token.clone().expect("checked by the caller");
+        let result = self
+            .inner
+            .client
+            .refresh(
+                &provider,
+                &ClientCredentials {
+                    client_id: &client_id,
+                    client_secret,
+                },
+                &refresh_token,
+            )
+            .await;
+
+        let now = self.now_ms();
+        match result {
+            Ok(grant) => {
+                let mut fresh = token.clone();
+                fresh.access_token = Some(grant.access_token);
+                if let Some(rotated) = grant.refresh_token {
+                    fresh.refresh_token = Some(rotated);
+                }
+                fresh.expiry_time = Some(now + grant.expires_in_ms.unwrap_or(3_600_000));
+                if grant.api_domain.is_some() {
+                    fresh.api_domain = grant.api_domain;
+                }
+                fresh.status = TokenStatus::Active;
+                fresh.updated_at = now;
+                self.commit(&fresh, owner).await?;
+                tracing::info!(token_id = %id, provider = %provider.key, outcome = "refreshed", "refreshed an access token");
+                Ok(fresh)
+            }
+            Err(ProviderError::InvalidGrant(code)) => {
+                let mut dead = token.clone();
+                dead.status = TokenStatus::NeedsReauth;
+                dead.updated_at = now;
+                self.commit(&dead, owner).await?;
+                tracing::warn!(token_id = %id, provider = %provider.key, outcome = "needs_reauth", code = %code, "the provider rejected the refresh token");
+                Err(Error::NeedsReauth(format!(
+                    "the provider rejected the refresh token ({code}); the user must log in again"
+                )))
+            }
+            Err(ProviderError::Unavailable(why)) => {
+                release().await;
+                tracing::warn!(token_id = %id, provider = %provider.key, outcome = "provider_unavailable", why = %why, "refresh failed");
+                if valid_for(&token, now, min_validity_ms) {
+                    Ok(token)
+                } else {
+                    Err(Error::ProviderUnavailable {
+                        retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
+                    })
+                }
+            }
+            Err(ProviderError::Rejected(code)) => {
+                release().await;
+                tracing::warn!(token_id = %id, provider = %provider.key, outcome = "rejected", code = %code, "refresh refused");
+                Err(Error::Provider(format!(
+                    "the provider refused the refresh ({code})"
+                )))
+            }
+        }
+    }
+
+    /// Stores a refresh result, retrying briefly: losing a rotated refresh token would strand
+    /// the user, so a passing database hiccup must not.
+    async fn commit(&self, token: &Token, owner: &str) -> Result<()> {
+        let store = self.tokens().store();
+        let mut last = None;
+        for attempt in 0..5u64 {
+            match store
+                .commit_refresh(seal(self.tokens().keys(), token), owner)
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => return Err(Error::NotFound),
+                Err(e) => {
+                    tracing::error!(token_id = %token.id, error = %e, attempt, "could not store a refresh result");
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+                }
+            }
+        }
+        Err(last.expect("at least one attempt").into())
+    }
+
+    /// Records that the token was handed out (for the background refresher), at most once a
+    /// minute per token and process, so the hot path rarely writes.
+    async fn mark_used(&self, token: &Token) {
+        let now = self.now_ms();
+        {
+            let mut marks = self.inner.used_marks.lock().expect("marks poisoned");
+            match marks.get(token.id.as_str()) {
+                Some(at) if now - at < USED_MARK_EVERY_MS => return,
+                _ => {
+                    if marks.len() > 100_000 {
+                        marks.clear();
+                    }
+                    marks.insert(token.id.to_string(), now);
+                }
+            }
+        }
+        if let Err(e) = self
+            .tokens()
+            .store()
+            .mark_used(token.id.as_str(), now)
+            .await
+        {
+            tracing::warn!(token_id = %token.id, error = %e, "could not record token use");
+        }
+    }
+}

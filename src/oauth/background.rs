@@ -1,0 +1,75 @@
+//! Proactive refresh: tokens that callers use are refreshed shortly before they expire, a few at a
+//! time, through the same single-flight path as callers (so replicas never double-refresh).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::OAuthService;
+use crate::config::BackgroundRefreshSettings;
+use crate::domain::{TenantName, TokenId};
+use crate::tokens::Tenancy;
+
+/// How many due tokens one pass looks at.
+const BATCH: i64 = 200;
+
+/// Starts the refresher; `None` when it is switched off. Abort the handle to stop it.
+pub fn spawn(engine: OAuthService, settings: &BackgroundRefreshSettings) -> Option<JoinHandle<()>> {
+    if !settings.enabled {
+        tracing::info!("background refresh is off");
+        return None;
+    }
+    let settings = settings.clone();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(settings.interval_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            run_once(&engine, &settings).await;
+        }
+    }))
+}
+
+/// One pass: refresh every due token. Returns how many were refreshed.
+pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSettings) -> usize {
+    let now = engine.now_ms();
+    let ahead_ms = (settings.ahead_secs * 1000) as i64;
+    let due = match engine
+        .tokens()
+        .store()
+        .refresh_due(
+            now + ahead_ms,
+            now - (settings.used_within_secs * 1000) as i64,
+            BATCH,
+        )
+        .await
+    {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "background refresh could not list due tokens");
+            return 0;
+        }
+    };
+    futures::stream::iter(due)
+        .map(|d| async move {
+            let Ok(id) = TokenId::parse(d.id) else {
+                return false;
+            };
+            let tenancy = match TenantName::parse(d.tenant) {
+                Ok(t) => Tenancy::Only(t),
+                Err(_) => Tenancy::Unrestricted,
+            };
+            match engine.refresh(&tenancy, &id, ahead_ms, false).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(token_id = %id, error = %e, "background refresh failed");
+                    false
+                }
+            }
+        })
+        .buffer_unordered(settings.concurrency.max(1))
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}

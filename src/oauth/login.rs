@@ -1,0 +1,439 @@
+//! Getting tokens in and out: code exchange, the browser login (state + PKCE S256), and revoke.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::client::{ClientCredentials, ProviderError, TokenGrant};
+use super::providers::{Provider, ProviderKind};
+use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS};
+use crate::domain::{
+    InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId, TokenStatus,
+    UserName,
+};
+use crate::error::{Error, Result};
+use crate::store::StateRow;
+use crate::tokens::Tenancy;
+
+/// `POST /v1/oauth/exchange`, parsed.
+#[derive(Debug)]
+pub struct ExchangeRequest {
+    pub provider: Option<ProviderKey>,
+    pub grant_token: Secret,
+    pub user_name: Option<UserName>,
+    pub redirect_url: Option<String>,
+    pub code_verifier: Option<Secret>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// Zoho: the data center's accounts server the code was issued by.
+    pub accounts_server: Option<String>,
+}
+
+/// `GET /v1/oauth/authorize`, parsed.
+#[derive(Debug)]
+pub struct AuthorizeRequest {
+    pub provider: ProviderKey,
+    pub user_name: Option<UserName>,
+    pub return_to: Option<Url>,
+}
+
+/// What the provider sent back to `/v1/oauth/callback`.
+#[derive(Debug, Default)]
+pub struct CallbackParams {
+    pub code: Option<Secret>,
+    pub state: Option<Secret>,
+    pub error: Option<String>,
+    pub accounts_server: Option<String>,
+}
+
+/// A finished login.
+#[derive(Debug)]
+pub struct CallbackOutcome {
+    pub token: Token,
+    pub return_to: Option<String>,
+}
+
+fn random_b64(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    B64URL.encode(buf)
+}
+
+/// PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    B64URL.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn exchange_error(e: ProviderError) -> Error {
+    match e {
+        ProviderError::InvalidGrant(code) => Error::bad_request(
+            "invalid_grant",
+            format!("the provider rejected the grant token ({code}); it may be used up or expired"),
+        ),
+        ProviderError::Unavailable(_) => Error::ProviderUnavailable {
+            retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
+        },
+        ProviderError::Rejected(code) => {
+            Error::Provider(format!("the provider refused the exchange ({code})"))
+        }
+    }
+}
+
+impl OAuthService {
+    fn exchange_provider(
+        &self,
+        provider: Option<&ProviderKey>,
+        accounts_server: Option<&str>,
+    ) -> Result<Arc<Provider>> {
+        match accounts_server.filter(|s| !s.is_empty()) {
+            Some(server) => {
+                let found = self
+                    .providers()
+                    .zoho_by_accounts_server(server)
+                    .ok_or_else(|| {
+                        InvalidField::new("accounts_server", "not a known Zoho accounts server")
+                    })?;
+                if let Some(p) = provider {
+                    let asked = self.providers().get(p);
+                    if asked.is_none_or(|a| a.kind != ProviderKind::Zoho) {
+                        return Err(InvalidField::new(
+                            "accounts_server",
+                            "only Zoho providers take an accounts server",
+                        )
+                        .into());
+                    }
+                }
+                Ok(found)
+            }
+            None => {
+                let key = provider.ok_or_else(|| InvalidField::new("provider", "required"))?;
+                self.providers().get(key).ok_or_else(|| {
+                    InvalidField::new("provider", "not a configured provider").into()
+                })
+            }
+        }
+    }
+
+    /// Exchanges a grant token at the provider and stores (upserts) the result.
+    pub async fn exchange(&self, tenancy: &Tenancy, req: ExchangeRequest) -> Result<Token> {
+        let provider =
+            self.exchange_provider(req.provider.as_ref(), req.accounts_server.as_deref())?;
+        let client_id = req
+            .client_id
+            .clone()
+            .or_else(|| provider.client_id.clone())
+            .ok_or_else(|| {
+                InvalidField::new(
+                    "client_id",
+                    "required: the provider has no configured client_id",
+                )
+            })?;
+        let client_secret = req.client_secret.as_ref().or(provider
+            .client_secret
+            .as_ref()
+            .filter(|_| provider.client_id.as_deref() == Some(client_id.as_str())));
+        let grant = self
+            .inner
+            .client
+            .exchange_code(
+                &provider,
+                &ClientCredentials {
+                    client_id: &client_id,
+                    client_secret,
+                },
+                &req.grant_token,
+                req.redirect_url.as_deref(),
+                req.code_verifier.as_ref(),
+            )
+            .await
+            .map_err(exchange_error)?;
+        tracing::info!(provider = %provider.key, outcome = "exchanged", "exchanged a grant token");
+        let partial = self.granted_token(
+            &provider,
+            grant,
+            req.user_name,
+            None,
+            Some(client_id),
+            req.client_secret,
+            Some(req.grant_token),
+            req.redirect_url,
+        );
+        let (token, _) = self.tokens().save(tenancy, partial).await?;
+        Ok(token)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn granted_token(
+        &self,
+        provider: &Provider,
+        grant: TokenGrant,
+        user_name: Option<UserName>,
+        tenant: Option<TenantName>,
+        client_id: Option<String>,
+        client_secret: Option<Secret>,
+        grant_token: Option<Secret>,
+        redirect_url: Option<String>,
+    ) -> PartialToken {
+        let now = self.now_ms();
+        PartialToken {
+            id: None,
+            tenant,
+            provider: Some(provider.key.clone()),
+            user_name,
+            client_id,
+            client_secret,
+            refresh_token: grant.refresh_token,
+            access_token: Some(grant.access_token),
+            grant_token,
+            expiry_time: Some(now + grant.expires_in_ms.unwrap_or(3_600_000)),
+            redirect_url,
+            api_domain: grant.api_domain,
+            status: Some(TokenStatus::Active),
+        }
+    }
+
+    /// The broker's own callback URL.
+    pub fn callback_url(&self) -> String {
+        let mut url = self.settings().public_url.clone();
+        url.set_path("/v1/oauth/callback");
+        url.set_query(None);
+        url.to_string()
+    }
+
+    /// Starts a browser login: stores a single-use state with a PKCE verifier and returns the
+    /// provider's authorize URL to send the browser to.
+    pub async fn authorize(
+        &self,
+        tenancy: &Tenancy,
+        caller: &str,
+        req: AuthorizeRequest,
+    ) -> Result<Url> {
+        let provider = self
+            .providers()
+            .get(&req.provider)
+            .ok_or_else(|| InvalidField::new("provider", "not a configured provider"))?;
+        let client_id = provider.client_id.clone().ok_or_else(|| {
+            InvalidField::new(
+                "provider",
+                format!("providers.{}.client_id is not configured", provider.key),
+            )
+        })?;
+        let tenant = match tenancy {
+            Tenancy::Only(t) => t.as_str().to_owned(),
+            Tenancy::Unrestricted => String::new(),
+        };
+        let state = Secret::new(random_b64(32));
+        let verifier = Secret::new(random_b64(48));
+        let redirect_uri = self.callback_url();
+        let now = self.now_ms();
+        let keys = self.tokens().keys();
+        let state_hash = keys.lookup_hash(&state);
+        let row = StateRow {
+            code_verifier: Some(keys.encrypt(&state_hash, "code_verifier", &verifier)),
+            state_hash,
+            provider: provider.key.to_string(),
+            tenant,
+            caller: caller.chars().take(255).collect(),
+            user_name: req.user_name.as_ref().map(|u| u.as_str().to_owned()),
+            return_to: req.return_to.as_ref().map(Url::to_string),
+            redirect_uri: redirect_uri.clone(),
+            key_id: keys.active_key_id().to_owned(),
+            created_at: now,
+            expires_at: now + self.settings().state_ttl_ms,
+        };
+        self.tokens().store().insert_state(row, now).await?;
+
+        let mut url = provider.authorize_url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &client_id)
+                .append_pair("redirect_uri", &redirect_uri)
+                .append_pair("state", state.expose());
+            if !provider.scopes.is_empty() {
+                // Zoho separates scopes with commas, RFC 6749 with spaces.
+                let sep = if provider.kind == ProviderKind::Zoho {
+                    ","
+                } else {
+                    " "
+                };
+                q.append_pair("scope", &provider.scopes.join(sep));
+            }
+            if provider.pkce {
+                q.append_pair("code_challenge", &pkce_challenge(verifier.expose()))
+                    .append_pair("code_challenge_method", "S256");
+            }
+            if let Some(u) = &req.user_name {
+                q.append_pair("login_hint", u.as_str());
+            }
+            for (k, v) in &provider.extra_authorize_params {
+                q.append_pair(k, v);
+            }
+        }
+        tracing::info!(provider = %provider.key, caller, "started a browser login");
+        Ok(url)
+    }
+
+    /// Finishes a browser login: takes the state (once), exchanges the code with the PKCE
+    /// verifier and stores the token in the tenant of the caller who started the login.
+    pub async fn callback(&self, params: CallbackParams) -> Result<CallbackOutcome> {
+        let state = params
+            .state
+            .ok_or_else(|| Error::bad_request("invalid_state", "the login has no state"))?;
+        let keys = self.tokens().keys();
+        let state_hash = keys.lookup_hash(&state);
+        let row = self
+            .tokens()
+            .store()
+            .take_state(&state_hash, self.now_ms())
+            .await?
+            .ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_state",
+                    "this login link is unknown, expired or already used; start the login again",
+                )
+            })?;
+        if let Some(error) = params.error {
+            return Err(Error::bad_request(
+                "login_refused",
+                format!(
+                    "the provider reported `{}`",
+                    error.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        let code = params
+            .code
+            .ok_or_else(|| Error::bad_request("invalid_code", "the provider sent no code"))?;
+        let provider_key = ProviderKey::parse(row.provider.clone())
+            .map_err(|_| Error::Internal(anyhow::anyhow!("stored login has a bad provider")))?;
+        let mut provider = self.providers().get(&provider_key).ok_or_else(|| {
+            Error::Provider(format!("provider `{provider_key}` is no longer configured"))
+        })?;
+        if let Some(server) = params.accounts_server.as_deref().filter(|s| !s.is_empty()) {
+            if provider.kind == ProviderKind::Zoho {
+                provider = self
+                    .providers()
+                    .zoho_by_accounts_server(server)
+                    .ok_or_else(|| {
+                        Error::bad_request(
+                            "invalid_accounts_server",
+                            "not a known Zoho accounts server",
+                        )
+                    })?;
+            }
+        }
+        let verifier = row
+            .code_verifier
+            .as_ref()
+            .map(|blob| keys.decrypt(&row.key_id, &row.state_hash, "code_verifier", blob))
+            .transpose()?;
+        let (client_id, client_secret) = match (&provider.client_id, &provider.client_secret) {
+            (Some(id), secret) => (id.clone(), secret.as_ref()),
+            (None, _) => {
+                return Err(Error::Provider(format!(
+                    "providers.{}.client_id is not configured",
+                    provider.key
+                )))
+            }
+        };
+        let grant = self
+            .inner
+            .client
+            .exchange_code(
+                &provider,
+                &ClientCredentials {
+                    client_id: &client_id,
+                    client_secret,
+                },
+                &code,
+                Some(&row.redirect_uri),
+                verifier.as_ref().filter(|_| provider.pkce),
+            )
+            .await
+            .map_err(exchange_error)?;
+        let tenant =
+            match row.tenant.as_str() {
+                "" => None,
+                t => Some(TenantName::parse(t).map_err(|_| {
+                    Error::Internal(anyhow::anyhow!("stored login has a bad tenant"))
+                })?),
+            };
+        let user_name = row
+            .user_name
+            .map(UserName::parse)
+            .transpose()
+            .map_err(|_| Error::Internal(anyhow::anyhow!("stored login has a bad user name")))?;
+        let partial = self.granted_token(
+            &provider,
+            grant,
+            user_name,
+            tenant,
+            Some(client_id),
+            None,
+            None,
+            Some(row.redirect_uri),
+        );
+        let (token, _) = self.tokens().save(&Tenancy::Unrestricted, partial).await?;
+        tracing::info!(token_id = %token.id, provider = %provider.key, caller = %row.caller, outcome = "connected", "finished a browser login");
+        Ok(CallbackOutcome {
+            token,
+            return_to: row.return_to,
+        })
+    }
+
+    /// Revokes the token at its provider, then removes it. A provider that is down leaves the
+    /// token in place (503) so the revoke can be retried.
+    pub async fn revoke(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
+        let token = self.tokens().get(tenancy, id).await?;
+        let provider = self.provider_for(&token)?;
+        let (secret, hint) = match (&token.refresh_token, &token.access_token) {
+            (Some(r), _) => (Some(r), "refresh_token"),
+            (None, Some(a)) => (Some(a), "access_token"),
+            (None, None) => (None, ""),
+        };
+        if let Some(secret) = secret {
+            let (client_id, client_secret) = credentials(&token, &provider)?;
+            self.inner
+                .client
+                .revoke(
+                    &provider,
+                    &ClientCredentials {
+                        client_id: &client_id,
+                        client_secret,
+                    },
+                    secret,
+                    hint,
+                )
+                .await
+                .map_err(|e| match e {
+                    ProviderError::Unavailable(_) => Error::ProviderUnavailable {
+                        retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
+                    },
+                    ProviderError::InvalidGrant(code) | ProviderError::Rejected(code) => {
+                        Error::Provider(format!("the provider refused the revocation ({code})"))
+                    }
+                })?;
+        }
+        self.tokens().delete(tenancy, id).await?;
+        tracing::info!(token_id = %id, provider = %provider.key, outcome = "revoked", "revoked a token");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}

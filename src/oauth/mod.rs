@@ -1,0 +1,142 @@
+//! The OAuth engine: valid access tokens on demand (refreshing with single flight across
+//! replicas), code exchange, the browser login flow, revocation and background refresh.
+
+mod access;
+pub mod background;
+pub mod client;
+mod login;
+pub mod providers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use client::{OAuthClient, ProviderError, RetryPolicy, TokenGrant};
+pub use login::{AuthorizeRequest, CallbackOutcome, CallbackParams, ExchangeRequest};
+pub use providers::{Provider, ProviderKind, ProviderRegistry};
+
+use crate::config::OAuthSettings;
+use crate::domain::{Secret, Token};
+use crate::error::{Error, Result};
+use crate::tokens::TokenService;
+
+/// The engine's tunables, in the units the code uses.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub public_url: url::Url,
+    pub state_ttl_ms: i64,
+    pub lease_ms: i64,
+    pub refresh_budget: i64,
+    pub budget_window_ms: i64,
+    pub default_min_validity_ms: i64,
+}
+
+impl EngineSettings {
+    pub fn from_config(s: &OAuthSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            public_url: url::Url::parse(&s.public_url)?,
+            state_ttl_ms: (s.state_ttl_secs * 1000) as i64,
+            lease_ms: (s.refresh_lease_secs * 1000) as i64,
+            refresh_budget: i64::from(s.refresh_budget),
+            budget_window_ms: (s.refresh_budget_window_secs * 1000) as i64,
+            default_min_validity_ms: (s.default_min_validity_secs * 1000) as i64,
+        })
+    }
+}
+
+/// The OAuth engine (cheap to clone).
+#[derive(Clone)]
+pub struct OAuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tokens: TokenService,
+    providers: ProviderRegistry,
+    client: OAuthClient,
+    settings: EngineSettings,
+    /// One async mutex per token being refreshed in this process: concurrent callers queue here
+    /// and find the fresh token when their turn comes; the database lease covers other processes.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When this process last wrote `last_used_at` per token (written at most once a minute).
+    used_marks: Mutex<HashMap<String, i64>>,
+}
+
+impl OAuthService {
+    pub fn new(
+        tokens: TokenService,
+        providers: ProviderRegistry,
+        client: OAuthClient,
+        settings: EngineSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tokens,
+                providers,
+                client,
+                settings,
+                locks: Mutex::new(HashMap::new()),
+                used_marks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.inner.providers
+    }
+
+    pub(crate) fn tokens(&self) -> &TokenService {
+        &self.inner.tokens
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.tokens.now_ms()
+    }
+
+    fn provider_for(&self, token: &Token) -> Result<Arc<Provider>> {
+        self.inner.providers.get(&token.provider).ok_or_else(|| {
+            Error::Provider(format!(
+                "provider `{}` is not configured on this broker",
+                token.provider
+            ))
+        })
+    }
+}
+
+/// The client credentials for calls about `token`: its own (Zoho self-clients store them per
+/// token), else the provider's configured ones.
+fn credentials<'a>(
+    token: &'a Token,
+    provider: &'a Provider,
+) -> Result<(String, Option<&'a Secret>)> {
+    match (&token.client_id, &token.client_secret) {
+        (Some(id), Some(secret)) => Ok((id.clone(), Some(secret))),
+        (Some(id), None) => {
+            let secret = provider
+                .client_secret
+                .as_ref()
+                .filter(|_| provider.client_id.as_deref() == Some(id.as_str()));
+            Ok((id.clone(), secret))
+        }
+        (None, _) => provider
+            .client_id
+            .clone()
+            .map(|id| (id, provider.client_secret.as_ref()))
+            .ok_or_else(|| {
+                Error::Provider(format!(
+                    "no client_id: the token has none and providers.{}.client_id is not configured",
+                    provider.key
+                ))
+            }),
+    }
+}
+
+/// How long to tell callers to wait when a provider is down.
+const PROVIDER_RETRY_AFTER_SECS: u64 = 5;
+
+/// Keep waiting for another process's refresh at most this long past its lease.
+const WAIT_SLACK: Duration = Duration::from_secs(5);
