@@ -74,7 +74,14 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
     let inner = e.inner();
     match inner.classify() {
         serde_json::error::Category::Data => {
-            InvalidField::new(field_name(&path), describe(inner)).into()
+            let message = describe(inner);
+            // serde reports a missing field at the enclosing object; name the field itself.
+            let field = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned)
+                .unwrap_or_else(|| field_name(&path));
+            InvalidField::new(field, message).into()
         }
         _ => Error::bad_request(
             "malformed_json",

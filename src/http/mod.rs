@@ -123,11 +123,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
 async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // Only bare answers (no content type: the framework's and layers' own) are rewritten; our
+    // JSON errors and the login pages keep their bodies.
+    let has_body_type = response.headers().contains_key(header::CONTENT_TYPE);
+    if !(status.is_client_error() || status.is_server_error()) || has_body_type {
         return response;
     }
     let (code, message) = match status {

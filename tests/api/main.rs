@@ -1,6 +1,7 @@
 //! The API test suite: each test starts the real broker on a random port with its own database.
 //! Storage tests run once per backend (`…::sqlite::…`, `…::postgres::…`, `…::mysql::…`).
 
+mod fake_provider;
 mod helpers;
 
 mod auth;
@@ -8,4 +9,6 @@ mod cli;
 mod encryption;
 mod errors;
 mod health;
+mod oauth;
+mod single_flight;
 mod tokens;

@@ -1,0 +1,233 @@
+//! Single flight: any number of concurrent requests for one expired token make exactly one call to
+//! the provider — inside one broker and across broker processes sharing a database.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::fake_provider::{grant, with_fake, FakeProvider, CLIENT_SECRET};
+use crate::helpers::{spawn_app_with, Backend, TestDatabase};
+
+crate::on_every_backend!(concurrent_callers_in_one_broker_cause_one_refresh);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    fake.on_refresh(200, grant("at-fresh", Some("rt-2"), 3600), 300)
+        .await;
+    let app = spawn_app_with(backend, |s| with_fake(s, &fake, "client_secret_basic")).await;
+    let id = app
+        .seed(json!({ "user_name": "storm@example.com", "provider": "fake", "refresh_token": "rt-1", "access_token": "at-old", "expiry_time": now_ms() - 1000 }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jwt = app.jwt("tokens:access");
+    let calls = (0..100).map(|_| {
+        let (app, jwt, id) = (&app, &jwt, &id);
+        async move {
+            let r = app
+                .client
+                .get(app.url(&format!("/v1/tokens/{id}/access-token")))
+                .bearer_auth(jwt)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status(),
+                r.json::<Value>().await.unwrap()["access_token"].clone(),
+            )
+        }
+    });
+    let answers = join_all(calls).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, t)| *s == StatusCode::OK && t == "at-fresh"),
+        "{answers:?}"
+    );
+    assert_eq!(fake.calls("refresh_token").await, 1);
+}
+
+/// A broker process of its own, configured through a config file.
+struct BrokerProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_broker(dir: &std::path::Path, config: &str) -> BrokerProcess {
+    let port = free_port();
+    std::fs::write(dir.join(format!("p{port}.toml")), config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-broker"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOKEN_BROKER") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .current_dir(dir)
+        .args([
+            "--config-dir",
+            dir.to_str().unwrap(),
+            "--env",
+            &format!("p{port}"),
+            "serve",
+        ])
+        .env("TOKEN_BROKER__SERVER__PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    // From here on, Drop kills and reaps the process whatever happens.
+    let broker = BrokerProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        if reqwest::get(format!("{}/readyz", broker.base))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return broker;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("broker process on port {port} did not become ready");
+}
+
+async fn two_processes_on_one_database(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    fake.on_refresh(200, grant("at-fresh", Some("rt-2"), 3600), 500)
+        .await;
+    let db = TestDatabase::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "two-process-test-hs256-secret-0123456789";
+    let config = format!(
+        r#"
+[database]
+url = "{db}"
+[crypto]
+active_key_id = "k1"
+lookup_key = "{lookup}"
+[crypto.keys]
+k1 = "{key}"
+[auth]
+hs256_secret = "{secret}"
+[oauth]
+retry_min_delay_ms = 10
+retry_max_delay_ms = 40
+[oauth.background]
+enabled = false
+[providers.fake]
+kind = "oauth2"
+authorize_url = "{uri}/authorize"
+token_url = "{uri}/token"
+client_id = "fake-client"
+client_secret = "{client_secret}"
+"#,
+        db = db.url,
+        lookup = secrecy::ExposeSecret::expose_secret(&token_broker::crypto::generate_key()),
+        key = secrecy::ExposeSecret::expose_secret(&token_broker::crypto::generate_key()),
+        uri = fake.uri(),
+        client_secret = CLIENT_SECRET,
+    );
+    let a = start_broker(dir.path(), &config).await;
+    let b = start_broker(dir.path(), &config).await;
+
+    let jwt = token_broker::auth::mint(
+        &secrecy::SecretString::from(secret),
+        &token_broker::auth::MintRequest {
+            sub: "test".into(),
+            scope: "tokens:write tokens:access".into(),
+            tenant: None,
+            ttl_secs: 600,
+            issuer: None,
+            audience: None,
+        },
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let saved: Value = client
+        .put(format!("{}/v1/tokens", a.base))
+        .bearer_auth(&jwt)
+        .json(&json!({ "user_name": "replicas@example.com", "provider": "fake", "refresh_token": "rt-1", "access_token": "at-old", "expiry_time": now_ms() - 1000 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = saved["id"].as_str().unwrap().to_owned();
+
+    let calls = (0..100).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let (client, jwt, id) = (&client, &jwt, &id);
+        async move {
+            let r = client
+                .get(format!("{base}/v1/tokens/{id}/access-token"))
+                .bearer_auth(jwt)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status(),
+                r.json::<Value>().await.unwrap()["access_token"].clone(),
+            )
+        }
+    });
+    let answers = join_all(calls).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, t)| *s == StatusCode::OK && t == "at-fresh"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        fake.calls("refresh_token").await,
+        1,
+        "exactly one provider call for 100 callers on two brokers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_broker_processes_on_one_postgres_refresh_once() {
+    if Backend::Postgres.enabled() {
+        two_processes_on_one_database(Backend::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_broker_processes_on_one_mysql_refresh_once() {
+    if Backend::MySql.enabled() {
+        two_processes_on_one_database(Backend::MySql).await;
+    }
+}
