@@ -29,6 +29,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a database URL names.
+    ///
+    /// ```
+    /// use token_broker::store::Backend;
+    /// assert_eq!(Backend::from_url("sqlite://token-broker.db"), Some(Backend::Sqlite));
+    /// assert_eq!(Backend::from_url("mariadb://root@127.0.0.1/test"), Some(Backend::MySql));
+    /// assert_eq!(Backend::from_url("oracle://db"), None);
+    /// ```
     pub fn from_url(url: &str) -> Option<Self> {
         if url.starts_with("sqlite:") {
             Some(Self::Sqlite)
