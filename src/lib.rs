@@ -2,6 +2,7 @@
 //! access tokens. `main.rs` only parses the command line; everything else lives here so tests
 //! build the very same application.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -9,10 +10,12 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod oauth;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod zoho_import;
 
 pub use startup::Application;

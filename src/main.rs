@@ -42,6 +42,67 @@ enum Command {
         #[command(subcommand)]
         command: JwtCommand,
     },
+    /// Stored tokens and their health.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Import the Zoho SDKs' token stores (idempotent).
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// List tokens with their status and how long their access token stays valid.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh key (base64 of 32 random bytes) for crypto.keys.<id> or crypto.lookup_key.
+    Generate,
+    /// Re-encrypt every token under crypto.active_key_id (safe while the service runs).
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// A Zoho FileStore CSV file.
+    ZohoCsv {
+        file: PathBuf,
+        /// Provider of the imported tokens.
+        #[arg(long, default_value = "zoho-us")]
+        provider: String,
+        /// Tenant of the imported tokens.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// A Zoho DBStore MySQL table.
+    ZohoDb {
+        /// mysql://user:password@host:3306/database
+        url: String,
+        #[arg(long, default_value = "oauthtoken")]
+        table: String,
+        #[arg(long, default_value = "zoho-us")]
+        provider: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +151,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Import { source } = command {
+        let code = ops::import(&settings, source).await?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     match command {
         Command::Serve => {
             let app = Application::build(&settings).await?;
@@ -127,6 +195,150 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             )?;
             println!("{token}");
         }
+        Command::Tokens {
+            command:
+                TokensCommand::List {
+                    status,
+                    provider,
+                    tenant,
+                },
+        } => ops::list_tokens(&settings, status, provider, tenant).await?,
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => println!(
+            "{}",
+            secrecy::ExposeSecret::expose_secret(&token_broker::crypto::generate_key())
+        ),
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => ops::rotate_keys(&settings).await?,
+        Command::Import { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The ops subcommands: thin wrappers that print what the library did.
+mod ops {
+    use token_broker::config::Settings;
+    use token_broker::domain::{ProviderKey, TenantName, TokenStatus};
+    use token_broker::startup::open_token_service;
+    use token_broker::tokens::{ListQuery, Tenancy};
+    use token_broker::zoho_import::{import_csv, import_mysql, ImportOptions};
+
+    use super::ImportSource;
+
+    pub async fn list_tokens(
+        settings: &Settings,
+        status: Option<String>,
+        provider: Option<String>,
+        tenant: Option<String>,
+    ) -> anyhow::Result<()> {
+        let tokens = open_token_service(settings).await?;
+        let status = status.map(|s| TokenStatus::parse(&s)).transpose()?;
+        let tenant = tenant.map(TenantName::parse).transpose()?;
+        let now = tokens.now_ms();
+        println!(
+            "{:<38} {:<30} {:<10} {:<12} {:<13} {:>12}",
+            "ID", "USER", "PROVIDER", "TENANT", "STATUS", "EXPIRES IN"
+        );
+        let mut cursor = None;
+        let mut count = 0;
+        loop {
+            let page = tokens
+                .list(
+                    &Tenancy::Unrestricted,
+                    ListQuery {
+                        limit: Some(settings.tokens.max_page_size),
+                        cursor,
+                        provider: provider.clone(),
+                        status,
+                        tenant: tenant.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            for t in &page.tokens {
+                count += 1;
+                let expires = match t.expiry_time {
+                    Some(e) if e > now => format!("{}s", (e - now) / 1000),
+                    Some(_) => "expired".into(),
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<38} {:<30} {:<10} {:<12} {:<13} {:>12}",
+                    t.id.as_str(),
+                    t.user_name.as_ref().map(|u| u.as_str()).unwrap_or("-"),
+                    t.provider.as_str(),
+                    t.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"),
+                    t.status.as_str(),
+                    expires
+                );
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        println!("{count} token(s)");
+        Ok(())
+    }
+
+    pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
+        let tokens = open_token_service(settings).await?;
+        let report = tokens.reencrypt_all().await?;
+        println!(
+            "re-encrypted {} token(s) under key `{}`; {} already used it",
+            report.reencrypted,
+            tokens.keys().active_key_id(),
+            report.unchanged
+        );
+        Ok(())
+    }
+
+    /// Returns the process exit code: 0 when every row was imported, 3 when some were rejected.
+    pub async fn import(settings: &Settings, source: ImportSource) -> anyhow::Result<i32> {
+        let tokens = open_token_service(settings).await?;
+        let (report, what) = match source {
+            ImportSource::ZohoCsv {
+                file,
+                provider,
+                tenant,
+            } => {
+                let options = options(provider, tenant)?;
+                (
+                    import_csv(&tokens, &file, &options).await?,
+                    file.display().to_string(),
+                )
+            }
+            ImportSource::ZohoDb {
+                url,
+                table,
+                provider,
+                tenant,
+            } => {
+                let options = options(provider, tenant)?;
+                (
+                    import_mysql(&tokens, &url, &table, &options).await?,
+                    format!("table `{table}`"),
+                )
+            }
+        };
+        println!(
+            "imported {what}: {} created, {} updated, {} rejected",
+            report.created,
+            report.updated,
+            report.rejected.len()
+        );
+        for r in &report.rejected {
+            println!("rejected {}: {}", r.at, r.reason);
+        }
+        Ok(if report.rejected.is_empty() { 0 } else { 3 })
+    }
+
+    fn options(provider: String, tenant: Option<String>) -> anyhow::Result<ImportOptions> {
+        Ok(ImportOptions {
+            provider: ProviderKey::parse(provider)?,
+            tenant: tenant.map(TenantName::parse).transpose()?,
+        })
+    }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
+use crate::audit::AuditLog;
 use crate::auth::Verifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
@@ -86,12 +87,31 @@ pub fn connect(settings: &Settings) -> anyhow::Result<Store> {
     .context("database.url: cannot open the database")
 }
 
+/// The token store alone (for the ops CLI): keys, database (migrated), no HTTP.
+pub async fn open_token_service(settings: &Settings) -> anyhow::Result<TokenService> {
+    let keys = load_keys(settings)?;
+    let store = connect(settings)?;
+    store
+        .migrate()
+        .await
+        .context("database: migrations failed (is the database reachable?)")?;
+    Ok(TokenService::new(
+        store,
+        Arc::new(keys.ring),
+        Arc::new(SystemClock),
+        ProviderKey::parse(settings.tokens.default_provider.clone())?,
+        settings.tokens.default_page_size,
+        settings.tokens.max_page_size,
+    ))
+}
+
 /// A bound, ready-to-run service.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
     background: Option<tokio::task::JoinHandle<()>>,
+    audit_writer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -139,10 +159,13 @@ impl Application {
             EngineSettings::from_config(oauth_settings)?,
         );
         let background = background::spawn(oauth.clone(), &oauth_settings.background);
+        let (audit, audit_writer) = AuditLog::start(store.clone());
+        crate::metrics::handle();
         let state = AppState {
             tokens,
             oauth,
             verifier: Arc::new(verifier),
+            audit,
         };
         let router = http::router(
             state,
@@ -160,6 +183,7 @@ impl Application {
             router,
             store,
             background,
+            audit_writer,
         })
     }
 
@@ -178,6 +202,13 @@ impl Application {
             .await;
         if let Some(task) = self.background {
             task.abort();
+        }
+        // The router (and with it every audit handle) is gone: the writer drains and ends.
+        if tokio::time::timeout(Duration::from_secs(10), self.audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit writer did not finish in time");
         }
         self.store.close().await;
         result

@@ -9,6 +9,10 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::store::StoreError;
 
+/// The error code of an error answer, left in the response's extensions for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
@@ -29,7 +33,9 @@ pub fn error_response(
         message: message.into(),
         field: None,
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(ErrorCode(error));
+    response
 }
 
 impl Error {
@@ -101,6 +107,7 @@ impl IntoResponse for Error {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

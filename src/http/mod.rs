@@ -1,9 +1,12 @@
 //! The HTTP surface: routes, shared state and the tower-http stack around them.
 
+mod audit;
 pub mod error;
 pub mod extract;
 mod health;
+mod metrics;
 pub mod oauth;
+mod observe;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use self::error::error_response;
+use crate::audit::AuditLog;
 use crate::auth::Verifier;
 use crate::oauth::OAuthService;
 use crate::tokens::TokenService;
@@ -35,6 +39,7 @@ pub struct AppState {
     pub tokens: TokenService,
     pub oauth: OAuthService,
     pub verifier: Arc<Verifier>,
+    pub audit: AuditLog,
 }
 
 /// Limits of the HTTP stack.
@@ -62,12 +67,18 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/tokens/{id}/revoke", post(oauth::revoke))
         .route("/oauth/exchange", post(oauth::exchange))
         .route("/oauth/authorize", get(oauth::authorize))
-        .route("/oauth/callback", get(oauth::callback));
+        .route("/oauth/callback", get(oauth::callback))
+        .route("/audit", get(audit::list));
 
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
         .nest("/v1", v1)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::extract::{ApiJson, ApiQuery};
-use super::tokens::TokenView;
+use super::tokens::view;
 use super::AppState;
+use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, TokenId, UserName};
 use crate::error::{Error, Result};
@@ -62,7 +63,7 @@ pub async fn access_token(
 ) -> Result<Json<AccessTokenView>> {
     caller.require(Scope::Access)?;
     let id = token_id(id)?;
-    tracing::Span::current().record("token_id", id.as_str());
+    audit::note_token(id.as_str());
     let min_validity_ms = match params.min_validity {
         Some(s) if s > MAX_MIN_VALIDITY_SECS => {
             return Err(InvalidField::new(
@@ -89,7 +90,7 @@ pub async fn refresh(
 ) -> Result<Json<AccessTokenView>> {
     caller.require(Scope::Write)?;
     let id = token_id(id)?;
-    tracing::Span::current().record("token_id", id.as_str());
+    audit::note_token(id.as_str());
     let min = state.oauth.settings().default_min_validity_ms;
     let token = state.oauth.refresh(&caller.tenancy, &id, min, true).await?;
     Ok(Json(AccessTokenView::new(&token, state.tokens.now_ms())?))
@@ -103,7 +104,7 @@ pub async fn revoke(
 ) -> Result<StatusCode> {
     caller.require(Scope::Write)?;
     let id = token_id(id)?;
-    tracing::Span::current().record("token_id", id.as_str());
+    audit::note_token(id.as_str());
     state.oauth.revoke(&caller.tenancy, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,11 +152,11 @@ pub async fn exchange(
         accounts_server: body.accounts_server,
     };
     let token = state.oauth.exchange(&caller.tenancy, req).await?;
-    tracing::Span::current().record("token_id", token.id.as_str());
+    audit::note_token(token.id.as_str());
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/tokens/{}", token.id))],
-        Json(TokenView::new(&token, caller.has(Scope::Secrets))),
+        Json(view(&token, &caller)),
     )
         .into_response())
 }
@@ -277,7 +278,11 @@ pub async fn callback(
                     )
                 }
             };
-            page(status, "Login failed", &escape(&message))
+            let mut response = page(status, "Login failed", &escape(&message));
+            response
+                .extensions_mut()
+                .insert(super::error::ErrorCode("login_failed"));
+            response
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
+use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
 use crate::domain::{
@@ -126,6 +127,15 @@ impl TryFrom<TokenBody> for PartialToken {
     }
 }
 
+/// The view of `token` for `caller`, noting in the audit trail when secrets were shown.
+pub fn view(token: &Token, caller: &Caller) -> TokenView {
+    let reveal = caller.has(Scope::Secrets);
+    if reveal {
+        audit::note_detail("secrets revealed");
+    }
+    TokenView::new(token, reveal)
+}
+
 fn token_id(raw: String) -> Result<TokenId> {
     TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))
 }
@@ -143,8 +153,8 @@ pub async fn find(
         .find(&caller.tenancy, &partial)
         .await?
         .ok_or(Error::NotFound)?;
-    tracing::Span::current().record("token_id", token.id.as_str());
-    Ok(Json(TokenView::new(&token, caller.has(Scope::Secrets))))
+    audit::note_token(token.id.as_str());
+    Ok(Json(view(&token, &caller)))
 }
 
 /// `PUT /v1/tokens`: save_token. 201 with Location when created, 200 when updated.
@@ -156,16 +166,16 @@ pub async fn save(
     caller.require(Scope::Write)?;
     let partial = PartialToken::try_from(body)?;
     let (token, saved) = state.tokens.save(&caller.tenancy, partial).await?;
-    tracing::Span::current().record("token_id", token.id.as_str());
-    let view = Json(TokenView::new(&token, caller.has(Scope::Secrets)));
+    audit::note_token(token.id.as_str());
+    let body = Json(view(&token, &caller));
     Ok(match saved {
         Saved::Created => (
             StatusCode::CREATED,
             [(header::LOCATION, format!("/v1/tokens/{}", token.id))],
-            view,
+            body,
         )
             .into_response(),
-        Saved::Updated => view.into_response(),
+        Saved::Updated => body.into_response(),
     })
 }
 
@@ -177,9 +187,9 @@ pub async fn get(
 ) -> Result<Json<TokenView>> {
     caller.require(Scope::Read)?;
     let id = token_id(id)?;
-    tracing::Span::current().record("token_id", id.as_str());
+    audit::note_token(id.as_str());
     let token = state.tokens.get(&caller.tenancy, &id).await?;
-    Ok(Json(TokenView::new(&token, caller.has(Scope::Secrets))))
+    Ok(Json(view(&token, &caller)))
 }
 
 /// `DELETE /v1/tokens/{id}`: delete_token.
@@ -190,7 +200,7 @@ pub async fn delete(
 ) -> Result<StatusCode> {
     caller.require(Scope::Write)?;
     let id = token_id(id)?;
-    tracing::Span::current().record("token_id", id.as_str());
+    audit::note_token(id.as_str());
     state.tokens.delete(&caller.tenancy, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -237,6 +247,9 @@ pub async fn list(
     };
     let page = state.tokens.list(&caller.tenancy, query).await?;
     let reveal = caller.has(Scope::Secrets);
+    if reveal && !page.tokens.is_empty() {
+        audit::note_detail("secrets revealed");
+    }
     Ok(Json(TokenPage {
         tokens: page
             .tokens

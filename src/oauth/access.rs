@@ -48,8 +48,10 @@ impl OAuthService {
         let token = self.tokens().get(tenancy, id).await?;
         ensure_usable(&token)?;
         let token = if valid_for(&token, self.now_ms(), min_validity_ms) {
+            metrics::counter!("access_token_cache_total", "result" => "hit").increment(1);
             token
         } else {
+            metrics::counter!("access_token_cache_total", "result" => "miss").increment(1);
             self.refresh(tenancy, id, min_validity_ms, false).await?
         };
         self.mark_used(&token).await;
@@ -96,15 +98,26 @@ impl OAuthService {
         let give_up_at = tokio::time::Instant::now()
             + Duration::from_millis(self.settings().lease_ms.max(0) as u64)
             + WAIT_SLACK;
+        let mut waited_on_lease = false;
+        let coalesced = |waited_on_lease: bool| {
+            let kind = if waited_on_lease {
+                "other_process"
+            } else {
+                "same_process"
+            };
+            metrics::counter!("refresh_singleflight_waits_total", "kind" => kind).increment(1);
+        };
         loop {
             let now = self.now_ms();
             let token = self.tokens().get(tenancy, id).await?;
             ensure_usable(&token)?;
             // Someone (this process or another) refreshed it while we queued.
             if force && token.updated_at > started {
+                coalesced(waited_on_lease);
                 return Ok(token);
             }
             if !force && valid_for(&token, now, min_validity_ms) {
+                coalesced(waited_on_lease);
                 return Ok(token);
             }
             if token.refresh_token.is_none() {
@@ -133,6 +146,7 @@ impl OAuthService {
                     })
                 };
             }
+            waited_on_lease = true;
             let pause = rand::thread_rng().gen_range(30..90);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
@@ -164,6 +178,7 @@ impl OAuthService {
         };
         if used >= settings.refresh_budget {
             release().await;
+            metrics::counter!("token_refreshes_total", "provider" => token.provider.to_string(), "outcome" => "budget_exhausted").increment(1);
             tracing::warn!(token_id = %id, provider = %token.provider, "refresh budget exhausted");
             if valid_for(&token, now, min_validity_ms) {
                 return Ok(token);
@@ -206,6 +221,13 @@ impl OAuthService {
             .await;
 
         let now = self.now_ms();
+        let outcome = match &result {
+            Ok(_) => "refreshed",
+            Err(ProviderError::InvalidGrant(_)) => "needs_reauth",
+            Err(ProviderError::Unavailable(_)) => "provider_unavailable",
+            Err(ProviderError::Rejected(_)) => "rejected",
+        };
+        metrics::counter!("token_refreshes_total", "provider" => provider.key.to_string(), "outcome" => outcome).increment(1);
         match result {
             Ok(grant) => {
                 let mut fresh = token.clone();

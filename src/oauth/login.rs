@@ -297,6 +297,10 @@ impl OAuthService {
                     "this login link is unknown, expired or already used; start the login again",
                 )
             })?;
+        crate::audit::note_caller(
+            &row.caller,
+            Some(row.tenant.as_str()).filter(|t| !t.is_empty()),
+        );
         if let Some(error) = params.error {
             return Err(Error::bad_request(
                 "login_refused",
@@ -379,6 +383,7 @@ impl OAuthService {
             Some(row.redirect_uri),
         );
         let (token, _) = self.tokens().save(&Tenancy::Unrestricted, partial).await?;
+        crate::audit::note_token(token.id.as_str());
         tracing::info!(token_id = %token.id, provider = %provider.key, caller = %row.caller, outcome = "connected", "finished a browser login");
         Ok(CallbackOutcome {
             token,

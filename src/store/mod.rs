@@ -3,6 +3,7 @@
 //! SQL is written once with `?` placeholders and rewritten to `$N` for PostgreSQL; values are
 //! bound through [`Arg`], so every query body is shared and only the pool differs per backend.
 
+mod audit;
 mod refresh;
 mod sql;
 mod states;
@@ -15,6 +16,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use audit::{AuditFilter, AuditRow};
 pub use refresh::{DueToken, RefreshState};
 pub use sql::Arg;
 pub use states::StateRow;

@@ -171,6 +171,30 @@ impl Store {
         Ok(self.execute(sql, row_args(row, false)).await? > 0)
     }
 
+    /// Replaces a row's ciphertexts and key id, unless the row changed since it was read
+    /// (`key_id` and `updated_at` as read). True when written.
+    pub async fn reencrypt_token(
+        &self,
+        row: TokenRow,
+        read_key_id: &str,
+        read_updated_at: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE oauth_tokens SET client_secret = ?, refresh_token = ?, \
+             access_token = ?, grant_token = ?, key_id = ? \
+             WHERE id = ? AND key_id = ? AND updated_at = ?";
+        let args = vec![
+            Arg::from(row.client_secret),
+            Arg::from(row.refresh_token),
+            Arg::from(row.access_token),
+            Arg::from(row.grant_token),
+            Arg::from(row.key_id),
+            Arg::from(row.id),
+            Arg::from(read_key_id),
+            Arg::from(read_updated_at),
+        ];
+        Ok(self.execute(sql, args).await? == 1)
+    }
+
     pub async fn delete_token(&self, id: &str, tenants: &TenantFilter) -> Result<bool, StoreError> {
         let mut sql = "DELETE FROM oauth_tokens WHERE id = ?".to_owned();
         let mut args = vec![Arg::from(id)];

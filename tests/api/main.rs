@@ -10,5 +10,6 @@ mod encryption;
 mod errors;
 mod health;
 mod oauth;
+mod observability;
 mod single_flight;
 mod tokens;

@@ -1,0 +1,140 @@
+//! The audit trail: every call on `/v1` — reads of tokens and access tokens, writes, refreshes,
+//! revokes, deletes and refused attempts — recorded with caller, tenant, token id, action,
+//! outcome and time. Events go through a channel to a writer task that inserts them in batches,
+//! so the hot path never waits on an audit INSERT. No secret is ever part of an event.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::store::{AuditRow, Store};
+
+/// Events waiting for the writer; a full queue makes callers wait (nothing is dropped).
+const QUEUE: usize = 10_000;
+/// Largest batch written in one INSERT.
+const BATCH: usize = 200;
+
+/// What a request did, filled in while it runs (see [`note_caller`], [`note_token`]).
+#[derive(Debug, Default, Clone)]
+pub struct AuditNote {
+    pub caller: Option<String>,
+    pub tenant: Option<String>,
+    pub token_id: Option<String>,
+    pub detail: Option<&'static str>,
+}
+
+tokio::task_local! {
+    static NOTE: RefCell<AuditNote>;
+}
+
+/// Runs a request with an empty note, returning the note with what the handler wrote in it.
+pub async fn with_note<F: std::future::Future>(f: F) -> (F::Output, AuditNote) {
+    NOTE.scope(RefCell::new(AuditNote::default()), async move {
+        let out = f.await;
+        let note = NOTE.with(|n| n.borrow().clone());
+        (out, note)
+    })
+    .await
+}
+
+/// Records the caller of the current request.
+pub fn note_caller(sub: &str, tenant: Option<&str>) {
+    let _ = NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        n.caller = Some(sub.chars().take(255).collect());
+        n.tenant = tenant.map(str::to_owned);
+    });
+}
+
+/// Records the token the current request is about.
+pub fn note_token(id: &str) {
+    tracing::Span::current().record("token_id", id);
+    let _ = NOTE.try_with(|n| n.borrow_mut().token_id = Some(id.to_owned()));
+}
+
+/// Adds a short remark (e.g. "secrets revealed").
+pub fn note_detail(detail: &'static str) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().detail = Some(detail));
+}
+
+enum Msg {
+    Event(AuditRow),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the audit writer (cheap to clone).
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl AuditLog {
+    /// Starts the writer. It ends, after writing everything queued, when every handle is dropped.
+    pub fn start(store: Store) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { tx }, tokio::spawn(writer(store, rx)))
+    }
+
+    pub async fn record(&self, row: AuditRow) {
+        if self.tx.send(Msg::Event(row)).await.is_err() {
+            tracing::error!("audit writer is gone; an audit event was not recorded");
+        }
+    }
+
+    /// Waits until every event recorded before this call is in the database.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(row) => batch.push(row),
+                Msg::Flush(done) => waiting.push(done),
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        write(&store, &mut batch).await;
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+    write(&store, &mut batch).await;
+}
+
+/// Writes a batch, retrying while the database is unavailable (events stay queued meanwhile).
+async fn write(store: &Store, batch: &mut Vec<AuditRow>) {
+    if batch.is_empty() {
+        return;
+    }
+    for attempt in 0..20u64 {
+        match store.insert_audit(batch).await {
+            Ok(()) => {
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = batch.len(), attempt, "could not write audit events; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * (attempt + 1).min(8))).await;
+            }
+        }
+    }
+    tracing::error!(
+        events = batch.len(),
+        "audit events could not be written and were dropped"
+    );
+    batch.clear();
+}
