@@ -192,7 +192,7 @@ mod subtle_eq {
 }
 
 /// Where a token stands with its provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenStatus {
     /// Usable: refreshes are attempted when needed.

@@ -52,6 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print the OpenAPI document (as served at /openapi.json).
+    Openapi,
     /// Import the Zoho SDKs' token stores (idempotent).
     Import {
         #[command(subcommand)]
@@ -126,6 +128,18 @@ enum JwtCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        // Needs no configuration: the document comes from the code alone.
+        let doc = token_broker::http::openapi();
+        match doc.to_pretty_json() {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("token-broker: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(&cli.config_dir, cli.environment.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -212,7 +226,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => ops::rotate_keys(&settings).await?,
-        Command::Import { .. } => unreachable!("handled above"),
+        Command::Import { .. } | Command::Openapi => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorBody;
 use super::extract::ApiQuery;
 use super::AppState;
 use crate::auth::{Caller, Scope};
@@ -15,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::store::{AuditFilter, AuditRow};
 use crate::tokens::Tenancy;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     token_id: Option<String>,
@@ -29,7 +31,7 @@ pub struct AuditParams {
 }
 
 /// One audit event as callers see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEventView {
     pub id: String,
     pub at: String,
@@ -60,7 +62,7 @@ impl From<AuditRow> for AuditEventView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEventView>,
     pub next_cursor: Option<String>,
@@ -68,6 +70,10 @@ pub struct AuditPage {
 
 const MAX_LIMIT: u32 = 1000;
 
+/// The audit trail, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "operations", params(AuditParams),
+    responses((status = 200, description = "A page of audit events", body = AuditPage), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:admin"])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

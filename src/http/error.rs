@@ -14,8 +14,10 @@ use crate::store::StoreError;
 pub struct ErrorCode(pub &'static str);
 
 /// The JSON body of every error answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// snake_case code, e.g. `not_found`, `invalid_field`, `needs_reauth`.
+    #[schema(value_type = String)]
     pub error: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,10 +8,14 @@ use serde_json::{json, Value};
 use super::error::error_response;
 use super::AppState;
 
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "{\"status\": \"ok\"}")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "{\"status\": \"ready\"}"), (status = 503, description = "database_unavailable", body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match state.tokens.store().ping().await {

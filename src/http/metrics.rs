@@ -6,6 +6,8 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     match state.tokens.store().count_by_status().await {
         Ok(counts) => {

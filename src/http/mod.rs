@@ -17,7 +17,8 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
+use axum::Json;
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -26,6 +27,9 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::error::error_response;
 use crate::audit::AuditLog;
@@ -52,81 +56,137 @@ pub struct HttpLimits {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole router, as `serve` runs it and tests drive it.
-pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/tokens",
-            get(tokens::list)
-                .put(tokens::save)
-                .delete(tokens::delete_all),
-        )
-        .route("/tokens/find", post(tokens::find))
-        .route("/tokens/{id}", get(tokens::get).delete(tokens::delete))
-        .route("/tokens/{id}/access-token", get(oauth::access_token))
-        .route("/tokens/{id}/refresh", post(oauth::refresh))
-        .route("/tokens/{id}/revoke", post(oauth::revoke))
-        .route("/oauth/exchange", post(oauth::exchange))
-        .route("/oauth/authorize", get(oauth::authorize))
-        .route("/oauth/callback", get(oauth::callback))
-        .route("/audit", get(audit::list));
+/// The documented routes: each is registered from its `#[utoipa::path]`, so the OpenAPI document
+/// and the router cannot disagree.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tokens::list, tokens::save, tokens::delete_all))
+        .routes(routes!(tokens::find))
+        .routes(routes!(tokens::get, tokens::delete))
+        .routes(routes!(oauth::access_token))
+        .routes(routes!(oauth::refresh))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::exchange))
+        .routes(routes!(oauth::authorize))
+        .routes(routes!(oauth::callback))
+        .routes(routes!(audit::list))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::render))
+        .split_for_parts()
+}
 
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .nest("/v1", v1)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
-        .fallback(|| async {
-            error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-        .layer(middleware::from_fn(json_errors))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                    header::COOKIE,
-                ]))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(|req: &Request<Body>| {
-                            let request_id = req
-                                .headers()
-                                .get(REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("");
-                            // The path only: query strings can carry OAuth codes.
-                            tracing::info_span!(
-                                "request",
-                                method = %req.method(),
-                                path = %req.uri().path(),
-                                request_id,
-                                caller = tracing::field::Empty,
-                                token_id = tracing::field::Empty,
-                            )
-                        })
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+/// The OpenAPI 3 document of this service, generated from the code.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "token-broker",
+        description = "Holds OAuth credentials and hands out valid access tokens. The six Zoho SDK TokenStore operations, plus refresh, exchange, login and revoke."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tokens", description = "The TokenStore operations"),
+        (name = "access", description = "Valid access tokens, refresh, revoke"),
+        (name = "oauth", description = "Code exchange and the browser login"),
+        (name = "operations", description = "Health, metrics, audit"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole router, as `serve` runs it and tests drive it.
+pub fn router(state: AppState, limits: &HttpLimits) -> Router {
+    let (api, doc) = api();
+    let doc = Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/docs", get(docs_page))
+    .route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        observe::observe,
+    ))
+    .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    .with_state(state)
+    .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+    .layer(middleware::from_fn(json_errors))
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::COOKIE,
+            ]))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request<Body>| {
+                        let request_id = req
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        // The path only: query strings can carry OAuth codes.
+                        tracing::info_span!(
+                            "request",
+                            method = %req.method(),
+                            path = %req.uri().path(),
+                            request_id,
+                            caller = tracing::field::Empty,
+                            token_id = tracing::field::Empty,
+                        )
+                    })
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(|_| {
+                // The panic payload may hold anything; it is not logged or sent.
+                tracing::error!("a request handler panicked");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the broker's log for details",
                 )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(CatchPanicLayer::custom(|_| {
-                    // The panic payload may hold anything; it is not logged or sent.
-                    tracing::error!("a request handler panicked");
-                    error_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "internal error; see the broker's log for details",
-                    )
-                }))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    limits.request_timeout,
-                )),
-        )
+            }))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                limits.request_timeout,
+            )),
+    )
+}
+
+/// A human-readable API page (Redoc, loaded by the browser from its CDN) over `/openapi.json`.
+async fn docs_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>token-broker API</title></head>\
+         <body><redoc spec-url=\"/openapi.json\"></redoc>\
+         <script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>\
+         </body></html>",
+    )
 }
 
 /// Gives the bare error answers of the framework and layers (405, 408, 413, …) the same JSON

@@ -7,8 +7,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery};
-use super::tokens::view;
+use super::tokens::{view, TokenView};
 use super::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
@@ -17,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::oauth::{AuthorizeRequest, CallbackParams, ExchangeRequest};
 
 /// What a caller gets from the access-token and refresh endpoints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccessTokenView {
     pub access_token: String,
     pub token_type: &'static str,
@@ -45,9 +46,11 @@ fn token_id(raw: String) -> Result<TokenId> {
     TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccessParams {
+    /// Seconds the returned token must stay valid (default 60).
     min_validity: Option<u32>,
 }
 
@@ -55,6 +58,13 @@ pub struct AccessParams {
 const MAX_MIN_VALIDITY_SECS: u32 = 86_400;
 
 /// `GET /v1/tokens/{id}/access-token?min_validity=SECONDS`.
+#[utoipa::path(get, path = "/v1/tokens/{id}/access-token", tag = "access", params(("id" = String, Path, description = "Token id"), AccessParams),
+    responses((status = 200, description = "A valid access token", body = AccessTokenView),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 409, description = "needs_reauth: the user must log in again", body = ErrorBody),
+        (status = 429, description = "refresh_budget_exhausted", body = ErrorBody),
+        (status = 503, description = "provider_unavailable (Retry-After)", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:access"])))]
 pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +93,12 @@ pub async fn access_token(
 }
 
 /// `POST /v1/tokens/{id}/refresh`: refresh now, whatever the stored token's validity.
+#[utoipa::path(post, path = "/v1/tokens/{id}/refresh", tag = "access", params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, description = "The refreshed access token", body = AccessTokenView),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 409, description = "needs_reauth", body = ErrorBody),
+        (status = 503, description = "provider_unavailable", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:write"])))]
 pub async fn refresh(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,6 +113,11 @@ pub async fn refresh(
 }
 
 /// `POST /v1/tokens/{id}/revoke`: revoke at the provider, then delete.
+#[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "access", params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Revoked and deleted"),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 503, description = "provider_unavailable: the token is kept", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:write"])))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,7 +130,7 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeBody {
     provider: Option<String>,
@@ -123,6 +144,13 @@ pub struct ExchangeBody {
 }
 
 /// `POST /v1/oauth/exchange`: exchange a grant token and store the result (201).
+#[utoipa::path(post, path = "/v1/oauth/exchange", tag = "oauth", request_body = ExchangeBody,
+    responses((status = 201, description = "Exchanged and stored", body = TokenView),
+        (status = 400, description = "invalid_grant: the code is used up or expired", body = ErrorBody),
+        (status = 422, description = "A bad field", body = ErrorBody),
+        (status = 502, description = "provider_error", body = ErrorBody),
+        (status = 503, description = "provider_unavailable", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:write"])))]
 pub async fn exchange(
     State(state): State<AppState>,
     caller: Caller,
@@ -161,7 +189,8 @@ pub async fn exchange(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeParams {
     provider: String,
@@ -169,6 +198,11 @@ pub struct AuthorizeParams {
     return_to: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/oauth/authorize", tag = "oauth", params(AuthorizeParams),
+    responses((status = 303, description = "Redirect to the provider's authorize URL (state + PKCE)"),
+        (status = 200, description = "With Accept: application/json: {\"authorize_url\": …}"),
+        (status = 422, description = "Unknown provider or bad return_to", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:write"])))]
 /// `GET /v1/oauth/authorize`: 302 to the provider (or `{"authorize_url"}` for
 /// `Accept: application/json`, handy when the caller hands the URL to a browser itself).
 pub async fn authorize(
@@ -207,7 +241,8 @@ pub async fn authorize(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
@@ -216,6 +251,10 @@ pub struct CallbackQuery {
     accounts_server: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/oauth/callback", tag = "oauth", params(CallbackQuery),
+    responses((status = 303, description = "Stored; redirect to return_to?status=connected&token_id=…"),
+        (status = 200, description = "Stored; an HTML page naming the connected account", content_type = "text/html"),
+        (status = 400, description = "Unknown, expired or replayed state: an HTML page, nothing stored", content_type = "text/html")))]
 /// `GET /v1/oauth/callback`: where the provider sends the browser back. No JWT: the single-use
 /// state stands for the caller who started the login. Answers are small HTML pages (or a 302 to
 /// `return_to`).

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
 use crate::audit;
@@ -21,7 +22,7 @@ use crate::tokens::{ListQuery, Saved};
 
 /// A token as callers see it. Without `tokens:secrets`, client_secret, refresh_token and
 /// grant_token are `null`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub user_name: Option<String>,
@@ -70,7 +71,7 @@ impl TokenView {
 }
 
 /// A (partial) token as sent to find and save. Every field is optional; unknown fields are refused.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     pub id: Option<String>,
@@ -87,8 +88,10 @@ pub struct TokenBody {
     pub tenant: Option<String>,
     pub status: Option<TokenStatus>,
     /// Accepted and ignored: the broker keeps its own timestamps.
+    #[schema(value_type = Option<String>)]
     pub created_at: Option<serde_json::Value>,
     /// Accepted and ignored, like `created_at`.
+    #[schema(value_type = Option<String>)]
     pub updated_at: Option<serde_json::Value>,
 }
 
@@ -141,6 +144,11 @@ fn token_id(raw: String) -> Result<TokenId> {
 }
 
 /// `POST /v1/tokens/find`: find_token.
+#[utoipa::path(post, path = "/v1/tokens/find", tag = "tokens", request_body = TokenBody,
+    responses((status = 200, description = "The matching token", body = TokenView),
+        (status = 404, description = "No token matches", body = ErrorBody),
+        (status = 422, description = "Nothing to match on, or a bad field", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:read"])))]
 pub async fn find(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,6 +166,12 @@ pub async fn find(
 }
 
 /// `PUT /v1/tokens`: save_token. 201 with Location when created, 200 when updated.
+#[utoipa::path(put, path = "/v1/tokens", tag = "tokens", request_body = TokenBody,
+    responses((status = 201, description = "Created", body = TokenView),
+        (status = 200, description = "Updated the token find would match", body = TokenView),
+        (status = 409, description = "Conflicts with another stored token", body = ErrorBody),
+        (status = 422, description = "A bad field", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:write"])))]
 pub async fn save(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,6 +194,10 @@ pub async fn save(
 }
 
 /// `GET /v1/tokens/{id}`: find_token_by_id.
+#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, description = "The token", body = TokenView),
+        (status = 404, description = "No such token (or another tenant's)", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:read"])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,6 +211,10 @@ pub async fn get(
 }
 
 /// `DELETE /v1/tokens/{id}`: delete_token.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such token", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:write"])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,7 +227,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     limit: Option<u32>,
@@ -216,13 +239,17 @@ pub struct ListParams {
     tenant: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenPage {
     tokens: Vec<TokenView>,
     next_cursor: Option<String>,
 }
 
 /// `GET /v1/tokens`: get_tokens, a page at a time.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", params(ListParams),
+    responses((status = 200, description = "A page of tokens", body = TokenPage),
+        (status = 400, description = "Bad cursor or query", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:read"])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,18 +287,24 @@ pub async fn list(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAllParams {
+    /// Must be `all`.
     confirm: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Deleted {
     deleted: u64,
 }
 
 /// `DELETE /v1/tokens?confirm=all`: delete_tokens (every token the caller can see).
+#[utoipa::path(delete, path = "/v1/tokens", tag = "tokens", params(DeleteAllParams),
+    responses((status = 200, description = "How many were deleted", body = Deleted),
+        (status = 400, description = "confirm=all missing", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    security(("bearer" = ["tokens:admin"])))]
 pub async fn delete_all(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,5 +11,6 @@ mod errors;
 mod health;
 mod oauth;
 mod observability;
+mod openapi;
 mod single_flight;
 mod tokens;

@@ -1,0 +1,82 @@
+//! The OpenAPI document: generated from the code, committed in `docs/openapi.json`, and every
+//! operation it lists is a route the broker serves.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, Backend};
+
+#[tokio::test]
+async fn the_served_document_is_the_committed_one() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let r = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let served: Value = r.json().await.unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        served == committed,
+        "docs/openapi.json is stale: run `cargo run -q -- openapi > docs/openapi.json`"
+    );
+    assert!(served["openapi"].as_str().unwrap().starts_with("3."));
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_secured() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = app.admin();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let url = app.url(&path.replace("{id}", "no-such-id"));
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut request = app.client.request(method.clone(), &url).bearer_auth(&admin);
+            if method == Method::POST || method == Method::PUT {
+                request = request
+                    .header("content-type", "application/json")
+                    .body("{}");
+            }
+            let r = request.send().await.unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path} is documented but not routed"
+            );
+            let public = !path.starts_with("/v1/") || path == "/v1/oauth/callback";
+            assert_eq!(
+                op.get("security").is_none(),
+                public,
+                "{method} {path}: security"
+            );
+        }
+    }
+    assert_eq!(operations, 16);
+}
+
+#[tokio::test]
+async fn a_human_readable_api_page_is_served() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let r = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("/openapi.json"));
+}
