@@ -153,6 +153,16 @@ pub struct ConfigError(pub String);
 impl Settings {
     /// Loads the layered settings. `config_dir` holds `{environment}.toml` overrides.
     pub fn load(config_dir: &Path, environment: Option<&str>) -> Result<Self, ConfigError> {
+        Self::load_with_env(config_dir, environment, None)
+    }
+
+    /// Like [`load`](Self::load), with `TOKEN_BROKER__…` variables taken from `vars` instead of
+    /// the process environment (used to check deployment files).
+    pub fn load_with_env(
+        config_dir: &Path,
+        environment: Option<&str>,
+        vars: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(env) = environment.filter(|e| !e.is_empty()) {
@@ -164,7 +174,8 @@ impl Settings {
             config::Environment::with_prefix("TOKEN_BROKER")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(vars.map(|v| v.into_iter().collect())),
         );
         let settings: Settings = builder
             .build()

@@ -12,5 +12,6 @@ mod health;
 mod oauth;
 mod observability;
 mod openapi;
+mod python_adapter;
 mod single_flight;
 mod tokens;
