@@ -233,7 +233,13 @@ impl Settings {
         }
         url::Url::parse(&self.oauth.public_url)
             .map_err(|e| ConfigError(format!("oauth.public_url: {e}")))?;
-        crate::oauth::ProviderRegistry::from_settings(&self.providers)?;
+        let registry = crate::oauth::ProviderRegistry::from_settings(&self.providers)?;
+        if !registry.keys().any(|k| k == self.tokens.default_provider) {
+            return Err(ConfigError(format!(
+                "tokens.default_provider: `{}` is not a configured provider",
+                self.tokens.default_provider
+            )));
+        }
         Ok(())
     }
 }

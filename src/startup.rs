@@ -95,6 +95,7 @@ pub async fn open_token_service(settings: &Settings) -> anyhow::Result<TokenServ
         .migrate()
         .await
         .context("database: migrations failed (is the database reachable?)")?;
+    let providers = ProviderRegistry::from_settings(&settings.providers)?;
     Ok(TokenService::new(
         store,
         Arc::new(keys.ring),
@@ -102,7 +103,8 @@ pub async fn open_token_service(settings: &Settings) -> anyhow::Result<TokenServ
         ProviderKey::parse(settings.tokens.default_provider.clone())?,
         settings.tokens.default_page_size,
         settings.tokens.max_page_size,
-    ))
+    )
+    .with_known_providers(providers.keys()))
 }
 
 /// A bound, ready-to-run service.
@@ -134,6 +136,7 @@ impl Application {
                 .await
                 .context("database: migrations failed (is the database reachable?)")?;
         }
+        let providers = ProviderRegistry::from_settings(&settings.providers)?;
         let tokens = TokenService::new(
             store.clone(),
             Arc::new(keys.ring),
@@ -141,8 +144,8 @@ impl Application {
             ProviderKey::parse(settings.tokens.default_provider.clone())?,
             settings.tokens.default_page_size,
             settings.tokens.max_page_size,
-        );
-        let providers = ProviderRegistry::from_settings(&settings.providers)?;
+        )
+        .with_known_providers(providers.keys());
         let oauth_settings = &settings.oauth;
         let client = OAuthClient::new(
             Duration::from_secs(oauth_settings.http_timeout_secs),

@@ -92,6 +92,8 @@ pub struct TokenService {
     default_provider: ProviderKey,
     default_page_size: u32,
     max_page_size: u32,
+    /// Providers tokens may name; `None` accepts any well-formed key.
+    known_providers: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl TokenService {
@@ -110,7 +112,14 @@ impl TokenService {
             default_provider,
             default_page_size,
             max_page_size,
+            known_providers: None,
         }
+    }
+
+    /// Refuses saves that name a provider outside `keys`: the broker could never refresh them.
+    pub fn with_known_providers<'a>(mut self, keys: impl IntoIterator<Item = &'a str>) -> Self {
+        self.known_providers = Some(Arc::new(keys.into_iter().map(str::to_owned).collect()));
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -182,6 +191,15 @@ impl TokenService {
     /// that find would match, even when saves of the same user race.
     pub async fn save(&self, tenancy: &Tenancy, partial: PartialToken) -> Result<(Token, Saved)> {
         let tenant = tenancy.resolve(partial.tenant.as_ref())?;
+        if let (Some(p), Some(known)) = (&partial.provider, &self.known_providers) {
+            if !known.contains(p.as_str()) {
+                return Err(InvalidField::new(
+                    "provider",
+                    "not a provider configured on this broker",
+                )
+                .into());
+            }
+        }
         for _ in 0..SAVE_ATTEMPTS {
             let existing = match &partial.id {
                 Some(id) => self.get(tenancy, id).await.map(Some).or_else(|e| match e {

@@ -6,9 +6,11 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod deploy;
 mod encryption;
 mod errors;
 mod health;
+mod import;
 mod oauth;
 mod observability;
 mod openapi;
