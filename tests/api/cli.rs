@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, Backend};
+use crate::processes::{config_with_keys, BrokerCli};
 
 const BIN: &str = env!("CARGO_BIN_EXE_token-broker");
 
@@ -217,4 +218,146 @@ fn unsafe_kill_term(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// Key rotation: add a key, make it active, re-encrypt; then the old key can go.
+#[tokio::test]
+async fn keys_rotate_reencrypts_every_token_and_the_old_key_can_go() {
+    use secrecy::ExposeSecret;
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    for i in 0..3 {
+        app.seed(json!({ "user_name": format!("rot{i}@example.com"), "refresh_token": format!("ROT-RT-{i}"), "client_secret": "ROT-CS" }))
+            .await;
+    }
+    let old_key = (
+        "test-1".to_owned(),
+        app.settings.crypto.keys["test-1"]
+            .expose_secret()
+            .to_owned(),
+    );
+    let new_key = (
+        "k2".to_owned(),
+        token_broker::crypto::generate_key()
+            .expose_secret()
+            .to_owned(),
+    );
+    // Step 1: the new key is configured and active, the old one still there to read old rows.
+    let cli = BrokerCli::with_config(&config_with_keys(
+        &app.settings,
+        "k2",
+        &[old_key, new_key.clone()],
+    ));
+    cli.run(&["keys", "rotate"])
+        .await
+        .assert_code(0)
+        .assert_stdout("re-encrypted 3 token(s) under key `k2`; 0 already used it")
+        .assert_no_secret(&["ROT-RT-", "ROT-CS", &new_key.1]);
+    assert!(app.raw_rows().await.iter().all(|r| r.key_id == "k2"));
+    cli.run(&["keys", "rotate"])
+        .await
+        .assert_stdout("re-encrypted 0 token(s) under key `k2`; 3 already used it");
+
+    // Step 2: without the old key, every token still decrypts and can be found by value.
+    let cli = BrokerCli::with_config(&config_with_keys(&app.settings, "k2", &[new_key]));
+    cli.run(&["tokens", "list"])
+        .await
+        .assert_code(0)
+        .assert_stdout("3 token(s)")
+        .assert_no_secret(&["ROT-"]);
+    let broker = cli.serve(&[]).await;
+    let jwt = token_broker::auth::mint(
+        &app.settings.auth.hs256_secret,
+        &token_broker::auth::MintRequest {
+            sub: "t".into(),
+            scope: "tokens:read tokens:secrets".into(),
+            tenant: None,
+            ttl_secs: 60,
+            issuer: None,
+            audience: None,
+        },
+    )
+    .unwrap();
+    let found: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/tokens/find", broker.base))
+        .bearer_auth(&jwt)
+        .json(&json!({ "refresh_token": "ROT-RT-1" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["user_name"], "rot1@example.com");
+    assert_eq!(found["client_secret"], "ROT-CS");
+}
+
+/// SIGTERM lets a request in flight finish (here one waiting on a slow provider), then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight() {
+    use crate::fake_provider::{grant, FakeProvider};
+    let fake = FakeProvider::start().await;
+    fake.on_refresh(200, grant("at-after-sigterm", None, 3600), 1500)
+        .await;
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let config = format!(
+        "{}[providers.fake]\nkind = 'oauth2'\nauthorize_url = '{uri}/authorize'\ntoken_url = '{uri}/token'\nclient_id = 'c'\nclient_secret = 's'\n",
+        crate::processes::shared_config(&app.settings),
+        uri = fake.uri()
+    );
+    let cli = BrokerCli::with_config(&config);
+    let mut broker = cli
+        .serve(&[("TOKEN_BROKER__OAUTH__BACKGROUND__ENABLED", "false")])
+        .await;
+    let jwt = app.jwt("tokens:write tokens:access");
+    let client = reqwest::Client::new();
+    let saved: serde_json::Value = client
+        .put(format!("{}/v1/tokens", broker.base))
+        .bearer_auth(&jwt)
+        .json(&json!({ "user_name": "slow@example.com", "provider": "fake", "refresh_token": "rt", "access_token": "at", "expiry_time": 1 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/v1/tokens/{}/access-token",
+        broker.base,
+        saved["id"].as_str().unwrap()
+    );
+    let in_flight = tokio::spawn(async move { client.get(url).bearer_auth(jwt).send().await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = broker.terminate().await;
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight got an answer");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.json::<serde_json::Value>().await.unwrap()["access_token"],
+        "at-after-sigterm"
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(broker.log().contains("shutting down"));
+}
+
+/// One switch turns the log into JSON lines.
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let cli = BrokerCli::with_config(&crate::processes::shared_config(&app.settings));
+    let mut broker = cli.serve(&[("TOKEN_BROKER__LOG__FORMAT", "json")]).await;
+    reqwest::get(format!("{}/healthz", broker.base))
+        .await
+        .unwrap();
+    assert!(broker.terminate().await.success());
+    let log = broker.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(log.contains("/healthz"));
 }

@@ -3,14 +3,12 @@
 //! the Zoho DBStore source table always lives in MariaDB (a database of its own per test), so the
 //! `zoho-db` tests run only when the `mysql` backend is enabled.
 
-use std::process::Stdio;
-
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
 use crate::helpers::{mysql_admin_url, spawn_app, uuid_simple, Backend, TestApp};
+use crate::processes::{BrokerCli, Run};
 
 crate::on_every_backend!(
     csv_import_creates_then_updates_and_reports_bad_lines,
@@ -19,109 +17,7 @@ crate::on_every_backend!(
     db_import_reads_an_older_sdk_table_and_guards_ids,
 );
 
-const BIN: &str = env!("CARGO_BIN_EXE_token-broker");
-
-/// The broker binary, configured (through a config file) for the same database and keys as `app`.
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Cli {
-    fn new(app: &TestApp) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let s = &app.settings;
-        let keys = s
-            .crypto
-            .keys
-            .iter()
-            .map(|(id, key)| format!("\"{id}\" = '{}'", key.expose_secret()))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let config = format!(
-            "[database]\nurl = '{url}'\n\
-             [crypto]\nactive_key_id = '{active}'\nlookup_key = '{lookup}'\n\
-             [crypto.keys]\n{keys}\n\
-             [auth]\nhs256_secret = '{hs256}'\n",
-            url = s.database.url.expose_secret(),
-            active = s.crypto.active_key_id,
-            lookup = s.crypto.lookup_key.expose_secret(),
-            hs256 = s.auth.hs256_secret.expose_secret(),
-        );
-        std::fs::write(dir.path().join("import.toml"), config).unwrap();
-        Self { dir }
-    }
-
-    /// Writes `contents` to a file in the CLI's folder and returns its path.
-    fn file(&self, name: &str, contents: &[u8]) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    /// Runs `token-broker --config-dir DIR --env import <args>` with debug logging on, so the
-    /// no-secret checks also cover the log.
-    async fn run(&self, args: &[&str]) -> Run {
-        let mut cmd = tokio::process::Command::new(BIN);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TOKEN_BROKER") {
-                cmd.env_remove(k);
-            }
-        }
-        let out = cmd
-            .current_dir(self.dir.path())
-            .args([
-                "--config-dir",
-                self.dir.path().to_str().unwrap(),
-                "--env",
-                "import",
-                "import",
-            ])
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
 impl Run {
-    fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "{self:#?}");
-        self
-    }
-
-    fn assert_stdout(&self, needle: &str) -> &Self {
-        assert!(self.stdout.contains(needle), "no `{needle}` in {self:#?}");
-        self
-    }
-
-    fn assert_stderr(&self, needle: &str) -> &Self {
-        assert!(self.stderr.contains(needle), "no `{needle}` in {self:#?}");
-        self
-    }
-
-    fn assert_no_secret(&self, secrets: &[&str]) -> &Self {
-        for s in secrets {
-            assert!(!self.stdout.contains(s), "stdout shows `{s}`: {self:#?}");
-            assert!(!self.stderr.contains(s), "stderr shows `{s}`: {self:#?}");
-        }
-        self
-    }
-
     fn rejections(&self) -> Vec<&str> {
         self.stdout
             .lines()
@@ -168,10 +64,10 @@ const SDK_FILE: &str = "id,user_name,client_id,client_secret,refresh_token,acces
 
 async fn csv_import_creates_then_updates_and_reports_bad_lines(backend: Backend) {
     let app = spawn_app(backend).await;
-    let cli = Cli::new(&app);
+    let cli = BrokerCli::for_app(&app);
     let file = cli.file("tokens.csv", SDK_FILE.as_bytes());
 
-    let run = cli.run(&["zoho-csv", &file]).await;
+    let run = cli.run(&["import", "zoho-csv", &file]).await;
     run.assert_code(3)
         .assert_stdout("3 created, 0 updated, 2 rejected")
         .assert_no_secret(CSV_SECRETS);
@@ -226,7 +122,7 @@ async fn csv_import_creates_then_updates_and_reports_bad_lines(backend: Backend)
     assert_eq!(by_grant["id"], "5");
 
     // Again: nothing new, the same three updated, the same lines refused.
-    let again = cli.run(&["zoho-csv", &file]).await;
+    let again = cli.run(&["import", "zoho-csv", &file]).await;
     again
         .assert_code(3)
         .assert_stdout("0 created, 3 updated, 2 rejected")
@@ -248,7 +144,7 @@ async fn csv_import_creates_then_updates_and_reports_bad_lines(backend: Backend)
 
 async fn csv_import_lands_in_the_given_provider_and_tenant(backend: Backend) {
     let app = spawn_app(backend).await;
-    let cli = Cli::new(&app);
+    let cli = BrokerCli::for_app(&app);
     // The oldest SDK layout: no id, no client_secret, user_mail; LF line ends.
     let file = cli.file(
         "old.csv",
@@ -306,7 +202,7 @@ async fn csv_import_lands_in_the_given_provider_and_tenant(backend: Backend) {
         .await
         .assert_code(0)
         .assert_stdout("0 created, 2 updated, 0 rejected");
-    cli.run(&["zoho-csv", &file])
+    cli.run(&["import", "zoho-csv", &file])
         .await
         .assert_code(0)
         .assert_stdout("2 created, 0 updated, 0 rejected");
@@ -317,7 +213,7 @@ async fn csv_import_lands_in_the_given_provider_and_tenant(backend: Backend) {
     assert_ne!(ann_us["id"], ann["id"]);
 
     // Options are checked before anything is read.
-    cli.run(&["zoho-csv", &file, "--tenant", "not a tenant"])
+    cli.run(&["import", "zoho-csv", &file, "--tenant", "not a tenant"])
         .await
         .assert_code(1)
         .assert_stderr("tenant");
@@ -411,7 +307,7 @@ async fn db_import_reads_the_sdk_dbstore_table_idempotently(backend: Backend) {
         return;
     }
     let app = spawn_app(backend).await;
-    let cli = Cli::new(&app);
+    let cli = BrokerCli::for_app(&app);
     let source = SourceDb::new().await;
     source
         .execute(&[
@@ -426,7 +322,7 @@ async fn db_import_reads_the_sdk_dbstore_table_idempotently(backend: Backend) {
         ])
         .await;
 
-    let run = cli.run(&["zoho-db", &source.url]).await;
+    let run = cli.run(&["import", "zoho-db", &source.url]).await;
     run.assert_code(3)
         .assert_stdout("imported table `oauthtoken`: 3 created, 0 updated, 3 rejected")
         .assert_no_secret(DB_SECRETS);
@@ -465,7 +361,7 @@ async fn db_import_reads_the_sdk_dbstore_table_idempotently(backend: Backend) {
     }
 
     let again = cli
-        .run(&["zoho-db", &source.url, "--table", "oauthtoken"])
+        .run(&["import", "zoho-db", &source.url, "--table", "oauthtoken"])
         .await;
     again
         .assert_code(3)
@@ -476,6 +372,7 @@ async fn db_import_reads_the_sdk_dbstore_table_idempotently(backend: Backend) {
 
     // A table name is an identifier, never SQL; an unknown table stops with an error.
     cli.run(&[
+        "import",
         "zoho-db",
         &source.url,
         "--table",
@@ -485,7 +382,7 @@ async fn db_import_reads_the_sdk_dbstore_table_idempotently(backend: Backend) {
     .assert_code(1)
     .assert_stderr("--table");
     assert!(source.table_exists("oauthtoken").await);
-    cli.run(&["zoho-db", &source.url, "--table", "tokens"])
+    cli.run(&["import", "zoho-db", &source.url, "--table", "tokens"])
         .await
         .assert_code(1)
         .assert_stderr("table `tokens` not found");
@@ -494,7 +391,7 @@ async fn db_import_reads_the_sdk_dbstore_table_idempotently(backend: Backend) {
     let (_, host_and_db) = source.url.split_once('@').unwrap();
     let (_, db) = host_and_db.split_once('/').unwrap();
     let unreachable = format!("mariadb://root:PASSWORD-SECRET@127.0.0.1:1/{db}");
-    cli.run(&["zoho-db", &unreachable])
+    cli.run(&["import", "zoho-db", &unreachable])
         .await
         .assert_code(1)
         .assert_stderr("cannot connect to the source database")
@@ -510,7 +407,7 @@ async fn db_import_reads_an_older_sdk_table_and_guards_ids(backend: Backend) {
         return;
     }
     let app = spawn_app(backend).await;
-    let cli = Cli::new(&app);
+    let cli = BrokerCli::for_app(&app);
     let source = SourceDb::new().await;
     // Older SDKs: an integer id, user_mail, no api_domain; and a binary collation.
     source

@@ -14,6 +14,7 @@ mod import;
 mod oauth;
 mod observability;
 mod openapi;
+mod processes;
 mod python_adapter;
 mod single_flight;
 mod tokens;

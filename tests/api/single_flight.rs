@@ -1,16 +1,13 @@
 //! Single flight: any number of concurrent requests for one expired token make exactly one call to
 //! the provider — inside one broker and across broker processes sharing a database.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fake_provider::{grant, with_fake, FakeProvider, CLIENT_SECRET};
 use crate::helpers::{spawn_app_with, Backend, TestDatabase};
+use crate::processes::BrokerCli;
 
 crate::on_every_backend!(concurrent_callers_in_one_broker_cause_one_refresh);
 
@@ -59,77 +56,11 @@ async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
     assert_eq!(fake.calls("refresh_token").await, 1);
 }
 
-/// A broker process of its own, configured through a config file.
-struct BrokerProcess {
-    child: Child,
-    base: String,
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_broker(dir: &std::path::Path, config: &str) -> BrokerProcess {
-    let port = free_port();
-    std::fs::write(dir.join(format!("p{port}.toml")), config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-broker"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TOKEN_BROKER") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .current_dir(dir)
-        .args([
-            "--config-dir",
-            dir.to_str().unwrap(),
-            "--env",
-            &format!("p{port}"),
-            "serve",
-        ])
-        .env("TOKEN_BROKER__SERVER__PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-    // From here on, Drop kills and reaps the process whatever happens.
-    let broker = BrokerProcess {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..200 {
-        if reqwest::get(format!("{}/readyz", broker.base))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return broker;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("broker process on port {port} did not become ready");
-}
-
 async fn two_processes_on_one_database(backend: Backend) {
     let fake = FakeProvider::start().await;
     fake.on_refresh(200, grant("at-fresh", Some("rt-2"), 3600), 500)
         .await;
     let db = TestDatabase::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
     let secret = "two-process-test-hs256-secret-0123456789";
     let config = format!(
         r#"
@@ -160,8 +91,9 @@ client_secret = "{client_secret}"
         uri = fake.uri(),
         client_secret = CLIENT_SECRET,
     );
-    let a = start_broker(dir.path(), &config).await;
-    let b = start_broker(dir.path(), &config).await;
+    let cli = BrokerCli::with_config(&config);
+    let a = cli.serve(&[]).await;
+    let b = cli.serve(&[]).await;
 
     let jwt = token_broker::auth::mint(
         &secrecy::SecretString::from(secret),
