@@ -11,6 +11,7 @@ mod encryption;
 mod errors;
 mod health;
 mod import;
+mod interop;
 mod oauth;
 mod observability;
 mod openapi;
