@@ -240,6 +240,8 @@ pub struct Token {
     pub grant_token: Option<Secret>,
     /// Absolute expiry of the access token, ms since the Unix epoch.
     pub expiry_time: Option<i64>,
+    /// How long the provider's last grant lasted (ms), when the broker got it itself.
+    pub granted_lifetime_ms: Option<i64>,
     pub redirect_url: Option<String>,
     pub api_domain: Option<String>,
     pub status: TokenStatus,
@@ -262,6 +264,8 @@ pub struct PartialToken {
     pub access_token: Option<Secret>,
     pub grant_token: Option<Secret>,
     pub expiry_time: Option<i64>,
+    /// Set by the broker for grants it obtained; never from callers.
+    pub granted_lifetime_ms: Option<i64>,
     pub redirect_url: Option<String>,
     pub api_domain: Option<String>,
     pub status: Option<TokenStatus>,

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -199,7 +199,7 @@ pub struct AuthorizeParams {
 }
 
 #[utoipa::path(get, path = "/v1/oauth/authorize", tag = "oauth", params(AuthorizeParams),
-    responses((status = 303, description = "Redirect to the provider's authorize URL (state + PKCE)"),
+    responses((status = 302, description = "Redirect to the provider's authorize URL (state + PKCE)"),
         (status = 200, description = "With Accept: application/json: {\"authorize_url\": …}"),
         (status = 422, description = "Unknown provider or bad return_to", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
@@ -237,7 +237,7 @@ pub async fn authorize(
     Ok(if wants_json {
         Json(serde_json::json!({ "authorize_url": url.as_str() })).into_response()
     } else {
-        Redirect::to(url.as_str()).into_response()
+        found(url.as_str())
     })
 }
 
@@ -252,7 +252,7 @@ pub struct CallbackQuery {
 }
 
 #[utoipa::path(get, path = "/v1/oauth/callback", tag = "oauth", params(CallbackQuery),
-    responses((status = 303, description = "Stored; redirect to return_to?status=connected&token_id=…"),
+    responses((status = 302, description = "Stored; redirect to return_to?status=connected&token_id=…"),
         (status = 200, description = "Stored; an HTML page naming the connected account", content_type = "text/html"),
         (status = 400, description = "Unknown, expired or replayed state: an HTML page, nothing stored", content_type = "text/html")))]
 /// `GET /v1/oauth/callback`: where the provider sends the browser back. No JWT: the single-use
@@ -282,7 +282,7 @@ pub async fn callback(
                 to.query_pairs_mut()
                     .append_pair("status", "connected")
                     .append_pair("token_id", token.id.as_str());
-                return Redirect::to(to.as_str()).into_response();
+                return found(to.as_str());
             }
             let who = token
                 .user_name
@@ -324,6 +324,18 @@ pub async fn callback(
             response
         }
     }
+}
+
+/// A 302 Found to `location` (the contract's status for both login redirects).
+fn found(location: &str) -> Response {
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+    )
+        .into_response()
 }
 
 fn page(status: StatusCode, title: &str, body_html: &str) -> Response {

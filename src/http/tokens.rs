@@ -123,6 +123,7 @@ impl TryFrom<TokenBody> for PartialToken {
             access_token: secret("access_token", b.access_token)?,
             grant_token: secret("grant_token", b.grant_token)?,
             expiry_time: b.expiry_time,
+            granted_lifetime_ms: None,
             redirect_url: text("redirect_url", b.redirect_url, 2048)?,
             api_domain: text("api_domain", b.api_domain, 255)?,
             status: b.status,

@@ -16,12 +16,20 @@ use crate::tokens::{seal, Tenancy};
 /// Write `last_used_at` at most this often per token from one process.
 const USED_MARK_EVERY_MS: i64 = 60_000;
 
-/// True when the stored access token stays valid for at least `min_validity_ms` after `now`.
+/// True when the stored access token stays valid for more than `min_validity_ms` after `now`.
+///
+/// For a grant the broker got itself, a caller cannot ask for more than half of the grant's
+/// lifetime: a provider that grants 60-second tokens would otherwise make every request refresh,
+/// and burn the refresh budget, for a caller asking for 60 seconds.
 pub fn valid_for(token: &Token, now: i64, min_validity_ms: i64) -> bool {
-    token.access_token.is_some()
-        && token
-            .expiry_time
-            .is_some_and(|exp| exp - now >= min_validity_ms)
+    let Some(exp) = token.expiry_time.filter(|_| token.access_token.is_some()) else {
+        return false;
+    };
+    let wanted = match token.granted_lifetime_ms {
+        Some(lifetime) if lifetime > 0 => min_validity_ms.min(lifetime / 2),
+        _ => min_validity_ms,
+    };
+    exp - now > wanted
 }
 
 fn ensure_usable(token: &Token) -> Result<()> {
@@ -180,7 +188,8 @@ impl OAuthService {
             release().await;
             metrics::counter!("token_refreshes_total", "provider" => token.provider.to_string(), "outcome" => "budget_exhausted").increment(1);
             tracing::warn!(token_id = %id, provider = %token.provider, "refresh budget exhausted");
-            if valid_for(&token, now, min_validity_ms) {
+            // Anything still valid beats a refusal: the caller gets what there is.
+            if valid_for(&token, now, 0) {
                 return Ok(token);
             }
             let retry_after_ms = window_start + settings.budget_window_ms - now;
@@ -235,7 +244,9 @@ impl OAuthService {
                 if let Some(rotated) = grant.refresh_token {
                     fresh.refresh_token = Some(rotated);
                 }
-                fresh.expiry_time = Some(now + grant.expires_in_ms.unwrap_or(3_600_000));
+                let lifetime = grant.expires_in_ms.unwrap_or(3_600_000);
+                fresh.expiry_time = Some(now + lifetime);
+                fresh.granted_lifetime_ms = Some(lifetime);
                 if grant.api_domain.is_some() {
                     fresh.api_domain = grant.api_domain;
                 }
@@ -322,5 +333,50 @@ impl OAuthService {
         {
             tracing::warn!(token_id = %token.id, error = %e, "could not record token use");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ProviderKey, Secret};
+
+    fn token(granted_lifetime_ms: Option<i64>, expiry: i64) -> Token {
+        Token {
+            id: TokenId::parse("t").unwrap(),
+            tenant: None,
+            provider: ProviderKey::parse("zoho-us").unwrap(),
+            user_name: None,
+            client_id: None,
+            client_secret: None,
+            refresh_token: None,
+            access_token: Some(Secret::new("at")),
+            grant_token: None,
+            expiry_time: Some(expiry),
+            granted_lifetime_ms,
+            redirect_url: None,
+            api_domain: None,
+            status: TokenStatus::Active,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn validity_is_measured_against_min_validity() {
+        let t = token(None, 3_600_000);
+        assert!(valid_for(&t, 1_000_000, 60_000));
+        assert!(!valid_for(&t, 3_550_000, 60_000));
+        assert!(!valid_for(&t, 3_600_000, 0), "expired at its expiry");
+    }
+
+    #[test]
+    fn short_lived_tokens_are_not_refreshed_on_every_request() {
+        // A 60 s grant asked for with min_validity 60 s: good while more than half is left.
+        let t = token(Some(60_000), 60_000);
+        assert!(valid_for(&t, 1_000, 60_000));
+        assert!(!valid_for(&t, 31_000, 60_000));
+        // A token a caller stored with 50 s left is not "short-lived": 60 s means 60 s.
+        assert!(!valid_for(&token(None, 50_000), 0, 60_000));
     }
 }

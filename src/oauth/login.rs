@@ -162,8 +162,49 @@ impl OAuthService {
             Some(req.grant_token),
             req.redirect_url,
         );
+        let replaced = self.replaced_token(tenancy, &partial).await;
         let (token, _) = self.tokens().save(tenancy, partial).await?;
+        self.revoke_replaced(replaced, &token, provider);
         Ok(token)
+    }
+
+    /// The stored token a new grant is about to replace (same user and provider), if any.
+    async fn replaced_token(&self, tenancy: &Tenancy, partial: &PartialToken) -> Option<Token> {
+        partial.user_name.as_ref()?;
+        self.tokens().find(tenancy, partial).await.ok().flatten()
+    }
+
+    /// A new login replaced a stored grant: revoke the old refresh token at the provider (in the
+    /// background, best effort) so it does not stay valid there for its whole lifetime.
+    fn revoke_replaced(&self, old: Option<Token>, new: &Token, provider: Arc<Provider>) {
+        let Some(old) = old else { return };
+        let Some(old_refresh) = old.refresh_token.clone() else {
+            return;
+        };
+        if new.refresh_token.as_ref() == Some(&old_refresh) || old.provider != new.provider {
+            return;
+        }
+        let client = self.inner.client.clone();
+        tokio::spawn(async move {
+            let Ok((client_id, client_secret)) = credentials(&old, &provider) else {
+                return;
+            };
+            let creds = ClientCredentials {
+                client_id: &client_id,
+                client_secret,
+            };
+            match client
+                .revoke(&provider, &creds, &old_refresh, "refresh_token")
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(token_id = %old.id, provider = %provider.key, "revoked the grant a new login replaced")
+                }
+                Err(e) => {
+                    tracing::warn!(token_id = %old.id, provider = %provider.key, error = %e, "could not revoke the grant a new login replaced")
+                }
+            }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -190,6 +231,7 @@ impl OAuthService {
             access_token: Some(grant.access_token),
             grant_token,
             expiry_time: Some(now + grant.expires_in_ms.unwrap_or(3_600_000)),
+            granted_lifetime_ms: Some(grant.expires_in_ms.unwrap_or(3_600_000)),
             redirect_url,
             api_domain: grant.api_domain,
             status: Some(TokenStatus::Active),
@@ -382,7 +424,9 @@ impl OAuthService {
             None,
             Some(row.redirect_uri),
         );
+        let replaced = self.replaced_token(&Tenancy::Unrestricted, &partial).await;
         let (token, _) = self.tokens().save(&Tenancy::Unrestricted, partial).await?;
+        self.revoke_replaced(replaced, &token, provider.clone());
         crate::audit::note_token(token.id.as_str());
         tracing::info!(token_id = %token.id, provider = %provider.key, caller = %row.caller, outcome = "connected", "finished a browser login");
         Ok(CallbackOutcome {

@@ -82,7 +82,8 @@ impl Store {
         // lease_until is assigned before lease_owner: MySQL evaluates SET left to right.
         let sql = "UPDATE oauth_tokens SET client_secret = ?, refresh_token = ?, \
              refresh_token_hash = ?, access_token = ?, access_token_hash = ?, grant_token = ?, \
-             grant_token_hash = ?, expiry_time = ?, api_domain = ?, status = ?, key_id = ?, \
+             grant_token_hash = ?, expiry_time = ?, granted_lifetime_ms = ?, api_domain = ?, \
+             status = ?, key_id = ?, \
              updated_at = ?, \
              lease_until = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until END, \
              lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END \
@@ -96,6 +97,7 @@ impl Store {
             Arg::from(row.grant_token),
             Arg::from(row.grant_token_hash),
             Arg::from(row.expiry_time),
+            Arg::from(row.granted_lifetime_ms),
             Arg::from(row.api_domain),
             Arg::from(row.status),
             Arg::from(row.key_id),

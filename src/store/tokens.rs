@@ -19,6 +19,7 @@ pub struct TokenRow {
     pub grant_token: Option<Vec<u8>>,
     pub grant_token_hash: Option<String>,
     pub expiry_time: Option<i64>,
+    pub granted_lifetime_ms: Option<i64>,
     pub redirect_url: Option<String>,
     pub api_domain: Option<String>,
     pub status: String,
@@ -29,7 +30,8 @@ pub struct TokenRow {
 
 const COLUMNS: &str = "id, tenant, provider, user_name, client_id, client_secret, \
     refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
-    grant_token_hash, expiry_time, redirect_url, api_domain, status, key_id, created_at, updated_at";
+    grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, key_id, \
+    created_at, updated_at";
 
 /// The same columns for SELECT on MySQL: its binary (case-sensitive) collations mark text
 /// columns BINARY, which sqlx will not decode as `String`; a CAST gives them a text collation.
@@ -38,7 +40,7 @@ const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, CAST(tenant AS CHAR) AS ten
     CAST(client_id AS CHAR) AS client_id, client_secret, refresh_token, \
     CAST(refresh_token_hash AS CHAR) AS refresh_token_hash, access_token, \
     CAST(access_token_hash AS CHAR) AS access_token_hash, grant_token, \
-    CAST(grant_token_hash AS CHAR) AS grant_token_hash, expiry_time, \
+    CAST(grant_token_hash AS CHAR) AS grant_token_hash, expiry_time, granted_lifetime_ms, \
     CAST(redirect_url AS CHAR) AS redirect_url, CAST(api_domain AS CHAR) AS api_domain, \
     CAST(status AS CHAR) AS status, CAST(key_id AS CHAR) AS key_id, created_at, updated_at";
 
@@ -156,7 +158,7 @@ impl Store {
     pub async fn insert_token(&self, row: TokenRow) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO oauth_tokens ({COLUMNS}) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         self.execute(&sql, row_args(row, true)).await.map(|_| ())
     }
@@ -166,8 +168,8 @@ impl Store {
         let sql = "UPDATE oauth_tokens SET tenant = ?, provider = ?, user_name = ?, \
              client_id = ?, client_secret = ?, refresh_token = ?, refresh_token_hash = ?, \
              access_token = ?, access_token_hash = ?, grant_token = ?, grant_token_hash = ?, \
-             expiry_time = ?, redirect_url = ?, api_domain = ?, status = ?, key_id = ?, \
-             updated_at = ? WHERE id = ?";
+             expiry_time = ?, granted_lifetime_ms = ?, redirect_url = ?, api_domain = ?, \
+             status = ?, key_id = ?, updated_at = ? WHERE id = ?";
         Ok(self.execute(sql, row_args(row, false)).await? > 0)
     }
 
@@ -258,6 +260,7 @@ fn row_args(row: TokenRow, insert: bool) -> Vec<Arg> {
         Arg::from(row.grant_token),
         Arg::from(row.grant_token_hash),
         Arg::from(row.expiry_time),
+        Arg::from(row.granted_lifetime_ms),
         Arg::from(row.redirect_url),
         Arg::from(row.api_domain),
         Arg::from(row.status),

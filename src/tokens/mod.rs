@@ -268,6 +268,7 @@ impl TokenService {
             access_token: p.access_token.clone(),
             grant_token: p.grant_token.clone(),
             expiry_time: p.expiry_time,
+            granted_lifetime_ms: p.granted_lifetime_ms,
             redirect_url: p.redirect_url.clone(),
             api_domain: p.api_domain.clone(),
             status: p.status.unwrap_or(TokenStatus::Active),
@@ -416,6 +417,10 @@ pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
     );
     if let Some(provider) = &p.provider {
         t.provider = provider.clone();
+    }
+    // A new expiry from a caller comes with no known lifetime; one from the broker's own grant does.
+    if p.expiry_time.is_some() {
+        t.granted_lifetime_ms = p.granted_lifetime_ms;
     }
     match p.status {
         Some(s) => t.status = s,

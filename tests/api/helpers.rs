@@ -147,6 +147,18 @@ pub fn test_settings(db_url: &str) -> Settings {
     s.crypto.active_key_id = "test-1".into();
     s.crypto.lookup_key = generate_key();
     s.auth.hs256_secret = SecretString::from(format!("test-hs256-secret-{}", uuid_simple()));
+    // Tests talk only to 127.0.0.1: the built-in Zoho data centers point at a closed local port
+    // unless a test points one at its fake provider.
+    for (key, _) in token_broker::oauth::providers::ZOHO_DATA_CENTERS {
+        s.providers.insert(
+            key.to_owned(),
+            token_broker::config::ProviderSettings {
+                accounts_url: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            },
+        );
+    }
+    s.oauth.background.enabled = false;
     s
 }
 

@@ -159,6 +159,7 @@ async fn csv_import_lands_in_the_given_provider_and_tenant(backend: Backend) {
     ];
 
     let args = [
+        "import",
         "zoho-csv",
         file.as_str(),
         "--provider",
@@ -435,7 +436,13 @@ async fn db_import_reads_an_older_sdk_table_and_guards_ids(backend: Backend) {
     app.seed(json!({ "id": "2", "tenant": "other", "user_name": "ünïcode@example.com", "refresh_token": "y" }))
         .await;
 
-    let args = ["zoho-db", source.url.as_str(), "--table", "zoho_tokens"];
+    let args = [
+        "import",
+        "zoho-db",
+        source.url.as_str(),
+        "--table",
+        "zoho_tokens",
+    ];
     let run = cli.run(&args).await;
     run.assert_code(3)
         .assert_stdout("0 created, 0 updated, 2 rejected")

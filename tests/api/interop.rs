@@ -322,11 +322,8 @@ impl Interop {
             .send()
             .await
             .unwrap();
-        assert!(
-            matches!(start.status(), StatusCode::FOUND | StatusCode::SEE_OTHER),
-            "authorize answered {}",
-            start.status()
-        );
+        // 302 Found, as API.md says.
+        assert_eq!(start.status(), StatusCode::FOUND, "authorize");
 
         // The broker sends the browser to the provider with state, PKCE S256 and the settings.
         let mut at = location(&start);
@@ -517,9 +514,11 @@ async fn login_access_refresh_rotation_and_revoke_with_client_secret_basic() {
     // Replaying the callback URL: the state is used up, so the code never reaches the provider
     // again (oidc-provider would revoke the grant on a code replay) and nothing new is stored.
     let replay = it.http.get(&callback_url).send().await.unwrap();
-    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    let status = replay.status();
     assert_html(&replay);
-    assert!(replay.text().await.unwrap().contains("Login failed"));
+    let html = replay.text().await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("Login failed"), "{html}");
     assert_eq!(it.app.count().await, 1);
     assert_eq!(it.stored(ALICE).await, token);
     it.assert_works(&access, ALICE).await;
@@ -631,11 +630,21 @@ async fn login_with_return_to_refresh_and_revoke_with_client_secret_post() {
     assert_eq!(back["status"], "connected");
     let id = back["token_id"].clone();
 
+    let first = it.stored(ALICE).await;
+    assert_eq!(first["id"], id.as_str());
+    assert_eq!(first["provider"], PROVIDER);
+    assert_eq!(first["status"], "active");
+    assert_eq!(first["client_id"], POST_CLIENT.id);
+
+    // Logging the same user in again (a new browser) replaces the stored token in place.
+    let (_, again) = it.login(ALICE, Some(return_to)).await;
+    assert_eq!(query_of(&location(&again))["token_id"], id);
+    assert_eq!(it.app.count().await, 1);
     let token = it.stored(ALICE).await;
     assert_eq!(token["id"], id.as_str());
-    assert_eq!(token["provider"], PROVIDER);
-    assert_eq!(token["status"], "active");
-    assert_eq!(token["client_id"], POST_CLIENT.id);
+    assert_eq!(token["created_at"], first["created_at"]);
+    assert_ne!(token["access_token"], first["access_token"]);
+    assert_ne!(token["refresh_token"], first["refresh_token"]);
     let access = str_of(&token, "access_token");
     let refresh = str_of(&token, "refresh_token");
     it.assert_works(access, ALICE).await;

@@ -9,6 +9,8 @@ mod cli;
 mod deploy;
 mod encryption;
 mod errors;
+mod faults;
+mod fuzz;
 mod health;
 mod import;
 mod interop;

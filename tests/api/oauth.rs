@@ -297,8 +297,8 @@ async fn a_still_valid_token_is_served_when_a_forced_refresh_fails(backend: Back
 
 async fn the_refresh_budget_stops_calls_to_the_provider(backend: Backend) {
     let fake = FakeProvider::start().await;
-    // Tokens that live 10 s never satisfy min_validity=60: each call wants a refresh.
-    fake.on_refresh(200, grant("at-short", None, 10), 0).await;
+    // Tokens that are already expired when they arrive: each call wants a refresh.
+    fake.on_refresh(200, grant("at-short", None, 0), 0).await;
     let app = spawn_app_with(backend, |s| {
         with_fake(s, &fake, "client_secret_basic");
         s.oauth.refresh_budget = 2;
@@ -323,10 +323,14 @@ async fn the_refresh_budget_stops_calls_to_the_provider(backend: Backend) {
         )
     );
     assert_eq!(fake.calls("refresh_token").await, 2);
-    // A caller content with what is stored still gets it.
     assert_eq!(
         access(&app, &id, "?min_validity=1").await.status(),
-        StatusCode::OK
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        fake.calls("refresh_token").await,
+        2,
+        "no call past the budget"
     );
 }
 
@@ -385,7 +389,7 @@ async fn start_login(app: &TestApp, query: &str) -> (String, String, String) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    assert_eq!(r.status(), StatusCode::FOUND, "{:?}", r.text().await);
     let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let q: std::collections::HashMap<String, String> =
         location.query_pairs().into_owned().collect();
@@ -438,7 +442,7 @@ async fn the_browser_login_stores_the_token_once(backend: Backend) {
 
     let callback = app.url(&format!("/v1/oauth/callback?code=the-code&state={state}"));
     let r = app.client.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.status(), StatusCode::FOUND);
     let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     assert_eq!(back.host_str(), Some("portal.example.com"));
     let q: std::collections::HashMap<String, String> = back.query_pairs().into_owned().collect();
@@ -715,4 +719,73 @@ async fn tokens_in_use_are_refreshed_in_the_background() {
     );
     assert_eq!(fake.calls("refresh_token").await, 1);
     assert_eq!(stored(&app, &idle).await["access_token"], "at-idle");
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_not_refreshed_on_every_request() {
+    let fake = FakeProvider::start().await;
+    // The provider grants 60-second tokens; callers ask for 60 seconds (the default).
+    fake.on_refresh(200, grant("at-60s", None, 60), 0).await;
+    let app = app_with(Backend::Sqlite, &fake).await;
+    let id = seed(&app, -1).await;
+    for _ in 0..5 {
+        let body: Value = access(&app, &id, "").await.json().await.unwrap();
+        assert_eq!(body["access_token"], "at-60s");
+    }
+    assert_eq!(fake.calls("refresh_token").await, 1);
+}
+
+#[tokio::test]
+async fn a_new_login_revokes_the_grant_it_replaces() {
+    let fake = FakeProvider::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("code=first"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(grant("at-A", Some("rt-A"), 3600)))
+        .mount(&fake.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("code=second"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(grant("at-B", Some("rt-B"), 3600)))
+        .mount(&fake.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&fake.server)
+        .await;
+    let app = app_with(Backend::Sqlite, &fake).await;
+    let exchange = |code: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(app.url("/v1/oauth/exchange"))
+                .bearer_auth(app.jwt("tokens:write"))
+                .json(&json!({ "provider": "fake", "grant_token": code, "user_name": "relogin@example.com" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let first = exchange("first").await;
+    let second = exchange("second").await;
+    assert_eq!(first["id"], second["id"], "the same user's token, updated");
+    let mut revoked = Vec::new();
+    for _ in 0..50 {
+        revoked = fake.requests_to("/revoke").await;
+        if !revoked.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(revoked.len(), 1);
+    let form = String::from_utf8_lossy(&revoked[0].body).to_string();
+    assert!(
+        form.contains("token=rt-A") && !form.contains("rt-B"),
+        "{form}"
+    );
 }

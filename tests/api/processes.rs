@@ -206,6 +206,12 @@ impl BrokerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// `kill -9`: no chance to finish anything.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")
