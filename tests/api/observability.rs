@@ -173,3 +173,108 @@ async fn metrics_count_requests_refreshes_and_tokens() {
     }
     assert!(!text.contains("at-m"), "no token in metrics");
 }
+
+/// Attacks on caller authentication are refused — and each attempt is in the audit trail.
+#[tokio::test]
+async fn auth_attacks_are_refused_and_audited() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+
+    let app = spawn_app_with(Backend::Sqlite, |s| s.auth.audience = "token-broker".into()).await;
+    let owner = app.jwt_for("acme-svc", "tokens:read tokens:write", Some("acme"));
+    let saved: Value = app
+        .save(
+            &owner,
+            &json!({ "user_name": "target@example.com", "refresh_token": "rt" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = saved["id"].as_str().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let secret = crate::helpers::expose(&app.settings.auth.hs256_secret).to_owned();
+    let sign = |claims: Value, key: &[u8]| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    let claims = |exp: i64, aud: &str| json!({ "sub": "attacker", "scope": "tokens:read tokens:admin", "exp": exp, "aud": aud });
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims(now + 60, "token-broker").to_string())
+    );
+    let attacks = [
+        (
+            "expired",
+            sign(claims(now - 600, "token-broker"), secret.as_bytes()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "wrong key",
+            sign(
+                claims(now + 60, "token-broker"),
+                b"not-the-broker-secret-but-32-bytes!!",
+            ),
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("alg none", none, StatusCode::UNAUTHORIZED),
+        (
+            "wrong audience",
+            sign(claims(now + 60, "another-service"), secret.as_bytes()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "other tenant",
+            app.jwt_for("globex-svc", "tokens:read", Some("globex")),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "missing scope",
+            app.jwt_for("acme-reader", "", Some("acme")),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (what, jwt, expected) in &attacks {
+        let r = app.get_token(jwt, id).await;
+        assert_eq!(r.status(), *expected, "{what}");
+    }
+    let admin = app.jwt_for("auditor", "tokens:admin", None);
+    let page: Value = audit(&app, &admin, &format!("?token_id={id}&action=get_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, String)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["caller"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|(c, o)| c == "anonymous" && o == "unauthorized")
+            .count(),
+        4,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("globex-svc".into(), "not_found".into())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("acme-reader".into(), "forbidden".into())),
+        "{outcomes:?}"
+    );
+}
