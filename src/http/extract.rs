@@ -2,13 +2,13 @@
 //! and query strings.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use crate::auth::Caller;
-use crate::domain::InvalidField;
+use crate::domain::{InvalidField, TokenId};
 use crate::error::Error;
 
 impl FromRequestParts<AppState> for Caller {
@@ -162,5 +162,22 @@ where
                     .unwrap_or(&text);
                 Error::bad_request("invalid_query", format!("query string: {detail}"))
             })
+    }
+}
+
+/// The `{id}` of a `/v1/tokens/{id}…` route: checked, and noted in the audit trail.
+pub struct TokenIdPath(pub TokenId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenIdPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::bad_request("invalid_id", "id: missing from the path"))?;
+        let id =
+            TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))?;
+        crate::audit::note_token(id.as_str());
+        Ok(Self(id))
     }
 }

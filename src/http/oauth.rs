@@ -1,6 +1,6 @@
 //! The broker's own job over HTTP: access tokens, refresh, revoke, exchange and browser login.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, TokenIdPath};
 use super::tokens::{view, TokenView};
 use super::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
-use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, TokenId, UserName};
+use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, UserName};
 use crate::error::{Error, Result};
 use crate::oauth::{AuthorizeRequest, CallbackParams, ExchangeRequest};
 
@@ -42,10 +42,6 @@ impl AccessTokenView {
     }
 }
 
-fn token_id(raw: String) -> Result<TokenId> {
-    TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))
-}
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -68,12 +64,10 @@ const MAX_MIN_VALIDITY_SECS: u32 = 86_400;
 pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
     ApiQuery(params): ApiQuery<AccessParams>,
 ) -> Result<Json<AccessTokenView>> {
     caller.require(Scope::Access)?;
-    let id = token_id(id)?;
-    audit::note_token(id.as_str());
     let min_validity_ms = match params.min_validity {
         Some(s) if s > MAX_MIN_VALIDITY_SECS => {
             return Err(InvalidField::new(
@@ -102,11 +96,9 @@ pub async fn access_token(
 pub async fn refresh(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
 ) -> Result<Json<AccessTokenView>> {
     caller.require(Scope::Write)?;
-    let id = token_id(id)?;
-    audit::note_token(id.as_str());
     let min = state.oauth.settings().default_min_validity_ms;
     let token = state.oauth.refresh(&caller.tenancy, &id, min, true).await?;
     Ok(Json(AccessTokenView::new(&token, state.tokens.now_ms())?))
@@ -121,11 +113,9 @@ pub async fn refresh(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
 ) -> Result<StatusCode> {
     caller.require(Scope::Write)?;
-    let id = token_id(id)?;
-    audit::note_token(id.as_str());
     state.oauth.revoke(&caller.tenancy, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

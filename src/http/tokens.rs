@@ -1,14 +1,14 @@
 //! `/v1/tokens…`: the six TokenStore operations. Handlers only extract, call the token service
 //! and shape the answer.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, TokenIdPath};
 use super::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
@@ -140,10 +140,6 @@ pub fn view(token: &Token, caller: &Caller) -> TokenView {
     TokenView::new(token, reveal)
 }
 
-fn token_id(raw: String) -> Result<TokenId> {
-    TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))
-}
-
 /// `POST /v1/tokens/find`: find_token.
 #[utoipa::path(post, path = "/v1/tokens/find", tag = "tokens", request_body = TokenBody,
     responses((status = 200, description = "The matching token", body = TokenView),
@@ -202,11 +198,9 @@ pub async fn save(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
 ) -> Result<Json<TokenView>> {
     caller.require(Scope::Read)?;
-    let id = token_id(id)?;
-    audit::note_token(id.as_str());
     let token = state.tokens.get(&caller.tenancy, &id).await?;
     Ok(Json(view(&token, &caller)))
 }
@@ -219,11 +213,9 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    TokenIdPath(id): TokenIdPath,
 ) -> Result<StatusCode> {
     caller.require(Scope::Write)?;
-    let id = token_id(id)?;
-    audit::note_token(id.as_str());
     state.tokens.delete(&caller.tenancy, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
