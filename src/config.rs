@@ -129,6 +129,7 @@ pub struct TokenSettings {
     pub default_provider: String,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    pub access_cache_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -145,7 +145,8 @@ impl Application {
             settings.tokens.default_page_size,
             settings.tokens.max_page_size,
         )
-        .with_known_providers(providers.keys());
+        .with_known_providers(providers.keys())
+        .with_access_cache(Duration::from_millis(settings.tokens.access_cache_ttl_ms));
         let oauth_settings = &settings.oauth;
         let client = OAuthClient::new(
             Duration::from_secs(oauth_settings.http_timeout_secs),

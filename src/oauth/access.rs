@@ -52,17 +52,17 @@ impl OAuthService {
         tenancy: &Tenancy,
         id: &TokenId,
         min_validity_ms: i64,
-    ) -> Result<Token> {
-        let token = self.tokens().get(tenancy, id).await?;
+    ) -> Result<Arc<Token>> {
+        let token = self.tokens().get_cached(tenancy, id).await?;
         ensure_usable(&token)?;
         let token = if valid_for(&token, self.now_ms(), min_validity_ms) {
             metrics::counter!("access_token_cache_total", "result" => "hit").increment(1);
             token
         } else {
             metrics::counter!("access_token_cache_total", "result" => "miss").increment(1);
-            self.refresh(tenancy, id, min_validity_ms, false).await?
+            Arc::new(self.refresh(tenancy, id, min_validity_ms, false).await?)
         };
-        self.mark_used(&token).await;
+        self.mark_used(&token);
         Ok(token)
     }
 
@@ -291,13 +291,17 @@ impl OAuthService {
     /// the user, so a passing database hiccup must not.
     async fn commit(&self, token: &Token, owner: &str) -> Result<()> {
         let store = self.tokens().store();
+        self.tokens().forget(token.id.as_str());
         let mut last = None;
         for attempt in 0..5u64 {
             match store
                 .commit_refresh(seal(self.tokens().keys(), token), owner)
                 .await
             {
-                Ok(true) => return Ok(()),
+                Ok(true) => {
+                    self.tokens().forget(token.id.as_str());
+                    return Ok(());
+                }
                 Ok(false) => return Err(Error::NotFound),
                 Err(e) => {
                     tracing::error!(token_id = %token.id, error = %e, attempt, "could not store a refresh result");
@@ -310,8 +314,8 @@ impl OAuthService {
     }
 
     /// Records that the token was handed out (for the background refresher), at most once a
-    /// minute per token and process, so the hot path rarely writes.
-    async fn mark_used(&self, token: &Token) {
+    /// minute per token and process, and off the request's path.
+    fn mark_used(&self, token: &Token) {
         let now = self.now_ms();
         {
             let mut marks = self.inner.used_marks.lock().expect("marks poisoned");
@@ -325,14 +329,13 @@ impl OAuthService {
                 }
             }
         }
-        if let Err(e) = self
-            .tokens()
-            .store()
-            .mark_used(token.id.as_str(), now)
-            .await
-        {
-            tracing::warn!(token_id = %token.id, error = %e, "could not record token use");
-        }
+        let store = self.tokens().store().clone();
+        let id = token.id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = store.mark_used(&id, now).await {
+                tracing::warn!(token_id = %id, error = %e, "could not record token use");
+            }
+        });
     }
 }
 

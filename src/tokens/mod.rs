@@ -94,6 +94,8 @@ pub struct TokenService {
     max_page_size: u32,
     /// Providers tokens may name; `None` accepts any well-formed key.
     known_providers: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// Decrypted tokens for the access-token hot path, by id (see [`TokenService::get_cached`]).
+    cache: Option<moka::sync::Cache<String, Arc<Token>>>,
 }
 
 impl TokenService {
@@ -113,6 +115,61 @@ impl TokenService {
             default_page_size,
             max_page_size,
             known_providers: None,
+            cache: None,
+        }
+    }
+
+    /// Keeps decrypted tokens in memory for `ttl` for [`get_cached`](Self::get_cached).
+    pub fn with_access_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.cache = (!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build()
+        });
+        self
+    }
+
+    /// find_token_by_id for the hot path: from memory when this broker read or wrote the token
+    /// within the cache's time to live, else from the database. Every write through this
+    /// service drops the cached copy.
+    pub async fn get_cached(&self, tenancy: &Tenancy, id: &TokenId) -> Result<Arc<Token>> {
+        let Some(cache) = &self.cache else {
+            return Ok(Arc::new(self.get(tenancy, id).await?));
+        };
+        let token = match cache.get(id.as_str()) {
+            Some(token) => {
+                metrics::counter!("token_cache_total", "result" => "hit").increment(1);
+                token
+            }
+            None => {
+                metrics::counter!("token_cache_total", "result" => "miss").increment(1);
+                let row = self
+                    .store
+                    .token_by_id(id.as_str(), &TenantFilter::Any)
+                    .await?
+                    .ok_or(Error::NotFound)?;
+                let token = Arc::new(open(&self.keys, row)?);
+                cache.insert(id.to_string(), token.clone());
+                token
+            }
+        };
+        match tenancy {
+            Tenancy::Only(t) if token.tenant.as_ref() != Some(t) => Err(Error::NotFound),
+            _ => Ok(token),
+        }
+    }
+
+    /// Drops the cached copy of a token after a write.
+    pub fn forget(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id);
+        }
+    }
+
+    fn forget_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
         }
     }
 
@@ -218,8 +275,13 @@ impl TokenService {
             match existing {
                 Some(current) => {
                     let merged = merge(current, &partial, now);
+                    self.forget(merged.id.as_str());
                     match self.store.update_token(seal(&self.keys, &merged)).await {
-                        Ok(true) => return Ok((merged, Saved::Updated)),
+                        Ok(true) => {
+                            // Also after the write: a reader may have cached the old row meanwhile.
+                            self.forget(merged.id.as_str());
+                            return Ok((merged, Saved::Updated));
+                        }
                         // Deleted between our read and write: start over (it may insert now).
                         Ok(false) => continue,
                         Err(StoreError::Conflict) => return Err(Error::Conflict(
@@ -279,6 +341,7 @@ impl TokenService {
 
     /// delete_token.
     pub async fn delete(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
+        self.forget(id.as_str());
         if self
             .store
             .delete_token(id.as_str(), &tenancy.filter())
@@ -292,7 +355,9 @@ impl TokenService {
 
     /// delete_tokens: every token the caller can see. Returns how many were deleted.
     pub async fn delete_all(&self, tenancy: &Tenancy) -> Result<u64> {
-        Ok(self.store.delete_all_tokens(&tenancy.filter()).await?)
+        let deleted = self.store.delete_all_tokens(&tenancy.filter()).await?;
+        self.forget_all();
+        Ok(deleted)
     }
 
     /// get_tokens: one page in id order, with a cursor for the next.

@@ -789,3 +789,22 @@ async fn a_new_login_revokes_the_grant_it_replaces() {
         "{form}"
     );
 }
+
+#[tokio::test]
+async fn writes_through_the_broker_are_seen_by_the_next_access_token_call() {
+    let fake = FakeProvider::start().await;
+    let app = app_with(Backend::Sqlite, &fake).await;
+    let id = seed(&app, 3_600_000).await;
+    let body: Value = access(&app, &id, "").await.json().await.unwrap();
+    assert_eq!(body["access_token"], "at-1");
+    // Served from memory now; a save must not leave the old access token there.
+    app.seed(json!({ "id": id, "access_token": "at-saved", "expiry_time": now_ms() + 3_600_000 }))
+        .await;
+    let body: Value = access(&app, &id, "").await.json().await.unwrap();
+    assert_eq!(body["access_token"], "at-saved");
+    assert_eq!(
+        app.delete_token(&app.admin(), &id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(access(&app, &id, "").await.status(), StatusCode::NOT_FOUND);
+}
