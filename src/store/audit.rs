@@ -38,11 +38,23 @@ const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, at, CAST(caller AS CHAR) AS
     CAST(detail AS CHAR) AS detail, CAST(request_id AS CHAR) AS request_id";
 
 impl Store {
-    /// Writes a batch of events in one statement.
+    /// Writes a batch of events: multi-row INSERTs of a few fixed sizes, so the database (and
+    /// sqlx's statement cache) sees at most three distinct statements.
     pub async fn insert_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let size = [50, 10, 1]
+                .into_iter()
+                .find(|&n| rest.len() >= n)
+                .expect("1 always fits");
+            let (chunk, tail) = rest.split_at(size);
+            self.insert_audit_chunk(chunk).await?;
+            rest = tail;
         }
+        Ok(())
+    }
+
+    async fn insert_audit_chunk(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
         let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
         let mut args = Vec::with_capacity(rows.len() * 10);
         for (i, r) in rows.iter().enumerate() {

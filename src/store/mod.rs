@@ -143,6 +143,9 @@ impl Store {
                 let opts = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
+                    // The usual pairing with WAL: a crash of the process loses nothing; only a
+                    // power cut can lose the last commits, and never corrupts the file.
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10));
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
