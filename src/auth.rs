@@ -106,7 +106,14 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    /// Callers already verified, by the SHA-256 of their JWT, with the JWT's `exp`: a JWT's
+    /// verdict cannot change before it expires, so services that reuse one skip the signature
+    /// check. Keyed by hash so no bearer token is kept in memory.
+    verified: moka::sync::Cache<[u8; 32], (Caller, u64)>,
 }
+
+/// How long a verified caller is remembered at most.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The smallest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
 pub const MIN_HS256_SECRET_LEN: usize = 32;
@@ -186,11 +193,31 @@ impl Verifier {
             issuer: non_empty(&settings.issuer),
             audience: non_empty(&settings.audience),
             leeway: settings.leeway_secs,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
         })
     }
 
     /// Verifies a bearer token and returns the caller it names.
     pub fn verify(&self, token: &str) -> Result<Caller> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        if let Some((caller, exp)) = self.verified.get(&key) {
+            if now <= exp + self.leeway {
+                return Ok(caller);
+            }
+            self.verified.invalidate(&key);
+        }
+        let (caller, exp) = self.verify_signature(token)?;
+        self.verified.insert(key, (caller.clone(), exp));
+        Ok(caller)
+    }
+
+    /// The full check: algorithm, key, signature and claims. Returns the caller and `exp`.
+    fn verify_signature(&self, token: &str) -> Result<(Caller, u64)> {
         let unauth = |why: &str| Error::Unauthenticated(format!("invalid bearer token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauth("malformed"))?;
         let key = match header.alg {
@@ -238,11 +265,12 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(unauth("empty `sub`"));
         }
+        let exp = claims.exp;
         let tenancy = match claims.tenant.as_deref() {
             None | Some("") => Tenancy::Unrestricted,
             Some(t) => Tenancy::Only(TenantName::parse(t).map_err(|_| unauth("bad `tenant`"))?),
         };
-        Ok(Caller {
+        let caller = Caller {
             sub: claims.sub,
             scopes: claims
                 .scope
@@ -250,7 +278,8 @@ impl Verifier {
                 .filter_map(Scope::parse)
                 .collect(),
             tenancy,
-        })
+        };
+        Ok((caller, exp))
     }
 }
 
