@@ -2,6 +2,10 @@
 //! revokes, deletes and refused attempts — recorded with caller, tenant, token id, action,
 //! outcome and time. Events go through a channel to a writer task that inserts them in batches,
 //! so the hot path never waits on an audit INSERT. No secret is ever part of an event.
+//!
+//! Successful access-token reads, the hot path, are folded: one row per caller and token every
+//! [`READ_WINDOW`], with `occurrences` and the time of the first and the last read. Everything
+//! else — failures, refusals, writes, reads of secrets — is one row per call.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -13,8 +17,14 @@ use crate::store::{AuditRow, Store};
 
 /// Events waiting for the writer; a full queue makes callers wait (nothing is dropped).
 const QUEUE: usize = 10_000;
-/// Largest batch written in one INSERT.
+/// Largest batch written at once.
 const BATCH: usize = 200;
+/// How long successful access-token reads are folded before they are written.
+pub const READ_WINDOW: Duration = Duration::from_secs(5);
+
+fn is_foldable(row: &AuditRow) -> bool {
+    row.action == "get_access_token" && row.outcome == "ok"
+}
 
 /// What a request did, filled in while it runs (see [`note_caller`], [`note_token`]).
 #[derive(Debug, Default, Clone)]
@@ -92,15 +102,49 @@ impl AuditLog {
     }
 }
 
+/// Folded access-token reads, by (caller, tenant, token id).
+type Folded = std::collections::HashMap<(String, String, Option<String>), AuditRow>;
+
+fn fold(folded: &mut Folded, row: AuditRow) {
+    let key = (row.caller.clone(), row.tenant.clone(), row.token_id.clone());
+    match folded.get_mut(&key) {
+        Some(first) => {
+            first.occurrences += row.occurrences;
+            first.last_at = Some(row.at);
+        }
+        None => {
+            folded.insert(key, row);
+        }
+    }
+}
+
 async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut folded = Folded::new();
     let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut window_ends = tokio::time::Instant::now() + READ_WINDOW;
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            () = tokio::time::sleep_until(window_ends), if !folded.is_empty() => {
+                batch.extend(folded.drain().map(|(_, row)| row));
+                write(&store, &mut batch).await;
+                continue;
+            }
+        };
+        let Some(first) = msg else { break };
+        if folded.is_empty() {
+            window_ends = tokio::time::Instant::now() + READ_WINDOW;
+        }
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
+                Msg::Event(row) if is_foldable(&row) => fold(&mut folded, row),
                 Msg::Event(row) => batch.push(row),
-                Msg::Flush(done) => waiting.push(done),
+                Msg::Flush(done) => {
+                    batch.extend(folded.drain().map(|(_, row)| row));
+                    waiting.push(done);
+                }
             }
             if batch.len() >= BATCH {
                 break;
@@ -112,6 +156,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
             let _ = done.send(());
         }
     }
+    batch.extend(folded.drain().map(|(_, row)| row));
     write(&store, &mut batch).await;
 }
 

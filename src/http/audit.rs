@@ -43,6 +43,11 @@ pub struct AuditEventView {
     pub status: i64,
     pub detail: Option<String>,
     pub request_id: Option<String>,
+    /// How many identical calls this event stands for (successful access-token reads are folded
+    /// per caller and token over a few seconds).
+    pub occurrences: i64,
+    /// When the last of them happened (folded events only).
+    pub last_at: Option<String>,
 }
 
 impl From<AuditRow> for AuditEventView {
@@ -58,6 +63,8 @@ impl From<AuditRow> for AuditEventView {
             status: r.status,
             detail: r.detail,
             request_id: r.request_id,
+            occurrences: r.occurrences,
+            last_at: r.last_at.map(rfc3339),
         }
     }
 }

@@ -89,6 +89,8 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 status: i64::from(status.as_u16()),
                 detail: note.detail.map(str::to_owned),
                 request_id,
+                occurrences: 1,
+                last_at: None,
             })
             .await;
     }

@@ -15,6 +15,10 @@ pub struct AuditRow {
     pub status: i64,
     pub detail: Option<String>,
     pub request_id: Option<String>,
+    /// How many identical events this row stands for (1 unless aggregated).
+    pub occurrences: i64,
+    /// When the last of them happened, for aggregated rows.
+    pub last_at: Option<i64>,
 }
 
 /// Filters of the audit query, newest first.
@@ -30,12 +34,12 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-const COLUMNS: &str =
-    "id, at, caller, tenant, token_id, action, outcome, status, detail, request_id";
+const COLUMNS: &str = "id, at, caller, tenant, token_id, action, outcome, status, detail, \
+    request_id, occurrences, last_at";
 const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, at, CAST(caller AS CHAR) AS caller, \
     CAST(tenant AS CHAR) AS tenant, CAST(token_id AS CHAR) AS token_id, \
     CAST(action AS CHAR) AS action, CAST(outcome AS CHAR) AS outcome, status, \
-    CAST(detail AS CHAR) AS detail, CAST(request_id AS CHAR) AS request_id";
+    CAST(detail AS CHAR) AS detail, CAST(request_id AS CHAR) AS request_id, occurrences, last_at";
 
 impl Store {
     /// Writes a batch of events: multi-row INSERTs of a few fixed sizes, so the database (and
@@ -61,7 +65,7 @@ impl Store {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             args.extend([
                 Arg::from(r.id.as_str()),
                 Arg::from(r.at),
@@ -73,6 +77,8 @@ impl Store {
                 Arg::from(r.status),
                 Arg::from(r.detail.clone()),
                 Arg::from(r.request_id.clone()),
+                Arg::from(r.occurrences),
+                Arg::from(r.last_at),
             ]);
         }
         self.execute(&sql, args).await.map(|_| ())

@@ -40,6 +40,14 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let again = app
+        .client
+        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
     // Refused attempts are recorded too.
     assert_eq!(
         app.get_token("forged.jwt.value", id).await.status(),
@@ -100,6 +108,19 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
     assert!(events
         .iter()
         .any(|(_, a, _, d)| a == "get_token" && d.as_deref() == Some("secrets revealed")));
+    // Successful access-token reads are folded: one event, two occurrences.
+    let reads: Value = audit(
+        &app,
+        &admin,
+        &format!("?token_id={id}&action=get_access_token"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(reads["events"].as_array().unwrap().len(), 1, "{reads}");
+    assert_eq!(reads["events"][0]["occurrences"], 2);
+    assert!(reads["events"][0]["last_at"].is_string());
     let unauth: Value = audit(&app, &admin, "?caller=anonymous&action=get_token")
         .await
         .json()
