@@ -70,7 +70,7 @@ pub fn note_detail(detail: &'static str) {
 }
 
 enum Msg {
-    Event(AuditRow),
+    Event(Box<AuditRow>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -88,7 +88,7 @@ impl AuditLog {
     }
 
     pub async fn record(&self, row: AuditRow) {
-        if self.tx.send(Msg::Event(row)).await.is_err() {
+        if self.tx.send(Msg::Event(Box::new(row))).await.is_err() {
             tracing::error!("audit writer is gone; an audit event was not recorded");
         }
     }
@@ -139,8 +139,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Event(row) if is_foldable(&row) => fold(&mut folded, row),
-                Msg::Event(row) => batch.push(row),
+                Msg::Event(row) if is_foldable(&row) => fold(&mut folded, *row),
+                Msg::Event(row) => batch.push(*row),
                 Msg::Flush(done) => {
                     batch.extend(folded.drain().map(|(_, row)| row));
                     waiting.push(done);
