@@ -113,6 +113,7 @@ pub struct Application {
     router: axum::Router,
     store: Store,
     background: Option<tokio::task::JoinHandle<()>>,
+    use_marks: tokio::task::JoinHandle<()>,
     audit_writer: tokio::task::JoinHandle<()>,
 }
 
@@ -163,6 +164,7 @@ impl Application {
             EngineSettings::from_config(oauth_settings)?,
         );
         let background = background::spawn(oauth.clone(), &oauth_settings.background);
+        let use_marks = background::spawn_use_marks(oauth.clone());
         let (audit, audit_writer) = AuditLog::start(store.clone());
         crate::metrics::handle();
         let state = AppState {
@@ -187,6 +189,7 @@ impl Application {
             router,
             store,
             background,
+            use_marks,
             audit_writer,
         })
     }
@@ -207,6 +210,7 @@ impl Application {
         if let Some(task) = self.background {
             task.abort();
         }
+        self.use_marks.abort();
         // The router (and with it every audit handle) is gone: the writer drains and ends.
         if tokio::time::timeout(Duration::from_secs(10), self.audit_writer)
             .await

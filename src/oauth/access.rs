@@ -314,7 +314,7 @@ impl OAuthService {
     }
 
     /// Records that the token was handed out (for the background refresher), at most once a
-    /// minute per token and process, and off the request's path.
+    /// minute per token and process; the marks are written in batches, off the request path.
     fn mark_used(&self, token: &Token) {
         let now = self.now_ms();
         {
@@ -329,13 +329,26 @@ impl OAuthService {
                 }
             }
         }
-        let store = self.tokens().store().clone();
-        let id = token.id.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = store.mark_used(&id, now).await {
-                tracing::warn!(token_id = %id, error = %e, "could not record token use");
+        self.inner
+            .unwritten_marks
+            .lock()
+            .expect("marks poisoned")
+            .push(token.id.to_string());
+    }
+
+    /// Writes the use marks gathered since the last call, in a few statements. Runs every few
+    /// seconds off the request path (see `background::spawn_use_marks`).
+    pub async fn write_use_marks(&self) {
+        let ids = std::mem::take(&mut *self.inner.unwritten_marks.lock().expect("marks poisoned"));
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.now_ms();
+        for chunk in ids.chunks(100) {
+            if let Err(e) = self.tokens().store().mark_used(chunk, now).await {
+                tracing::warn!(tokens = chunk.len(), error = %e, "could not record token use");
             }
-        });
+        }
     }
 }
 

@@ -31,10 +31,28 @@ pub fn spawn(engine: OAuthService, settings: &BackgroundRefreshSettings) -> Opti
     }))
 }
 
+/// Writes the hot path's use marks every few seconds (always on: the background refresher, here
+/// or in another replica, relies on them). Abort the handle to stop it.
+pub fn spawn_use_marks(engine: OAuthService) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USE_MARKS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            engine.write_use_marks().await;
+        }
+    })
+}
+
+/// How often use marks are written.
+const USE_MARKS_EVERY: Duration = Duration::from_secs(5);
+
 /// One pass: refresh every due token. Returns how many were refreshed.
 pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSettings) -> usize {
     let now = engine.now_ms();
     let ahead_ms = (settings.ahead_secs * 1000) as i64;
+    // Marks not written yet would hide tokens that are in use.
+    engine.write_use_marks().await;
     let due = match engine
         .tokens()
         .store()

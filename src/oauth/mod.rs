@@ -60,6 +60,8 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last wrote `last_used_at` per token (written at most once a minute).
     used_marks: Mutex<HashMap<String, i64>>,
+    /// Tokens handed out whose `last_used_at` is not written yet.
+    unwritten_marks: Mutex<Vec<String>>,
 }
 
 impl OAuthService {
@@ -77,6 +79,7 @@ impl OAuthService {
                 settings,
                 locks: Mutex::new(HashMap::new()),
                 used_marks: Mutex::new(HashMap::new()),
+                unwritten_marks: Mutex::new(Vec::new()),
             }),
         }
     }

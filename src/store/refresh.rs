@@ -109,11 +109,17 @@ impl Store {
         Ok(self.execute(sql, args).await? == 1)
     }
 
-    /// Notes that an access token of `id` was handed out at `now`.
-    pub async fn mark_used(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    /// Notes that access tokens of `ids` were handed out by `now`.
+    pub async fn mark_used(&self, ids: &[String], now: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders = vec!["?"; ids.len()].join(", ");
+        let mut args = vec![Arg::from(now)];
+        args.extend(ids.iter().map(|id| Arg::from(id.as_str())));
         self.execute(
-            "UPDATE oauth_tokens SET last_used_at = ? WHERE id = ?",
-            vec![now.into(), id.into()],
+            &format!("UPDATE oauth_tokens SET last_used_at = ? WHERE id IN ({placeholders})"),
+            args,
         )
         .await
         .map(|_| ())
