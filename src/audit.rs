@@ -118,46 +118,71 @@ fn fold(folded: &mut Folded, row: AuditRow) {
     }
 }
 
+/// What the collector hands the database writer.
+enum Work {
+    Rows(Vec<AuditRow>),
+    /// Answer once every earlier batch is written.
+    Flushed(oneshot::Sender<()>),
+}
+
+/// Batches handed to the database writer and not written yet (backpressure beyond that).
+const PENDING_BATCHES: usize = 256;
+
+/// Collects events, folds access-token reads and hands batches to the database writer, so the
+/// queue keeps draining while a batch is being written.
 async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
+    let (work_tx, work_rx) = mpsc::channel(PENDING_BATCHES);
+    let db = tokio::spawn(database_writer(store, work_rx));
     let mut batch = Vec::with_capacity(BATCH);
     let mut folded = Folded::new();
-    let mut waiting = Vec::new();
     let mut window_ends = tokio::time::Instant::now() + READ_WINDOW;
+    let hand_over = |rows: &mut Vec<AuditRow>| Work::Rows(std::mem::take(rows));
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
             () = tokio::time::sleep_until(window_ends), if !folded.is_empty() => {
-                batch.extend(folded.drain().map(|(_, row)| row));
-                write(&store, &mut batch).await;
+                let rows: Vec<AuditRow> = folded.drain().map(|(_, row)| row).collect();
+                for chunk in rows.chunks(BATCH) {
+                    let _ = work_tx.send(Work::Rows(chunk.to_vec())).await;
+                }
                 continue;
             }
         };
-        let Some(first) = msg else { break };
+        let Some(msg) = msg else { break };
         if folded.is_empty() {
             window_ends = tokio::time::Instant::now() + READ_WINDOW;
         }
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Event(row) if is_foldable(&row) => fold(&mut folded, *row),
-                Msg::Event(row) => batch.push(*row),
-                Msg::Flush(done) => {
-                    batch.extend(folded.drain().map(|(_, row)| row));
-                    waiting.push(done);
+        match msg {
+            Msg::Event(row) if is_foldable(&row) => fold(&mut folded, *row),
+            Msg::Event(row) => {
+                batch.push(*row);
+                // Send full batches at once, the rest when the queue is momentarily empty.
+                if batch.len() >= BATCH || rx.is_empty() {
+                    let _ = work_tx.send(hand_over(&mut batch)).await;
                 }
             }
-            if batch.len() >= BATCH {
-                break;
+            Msg::Flush(done) => {
+                batch.extend(folded.drain().map(|(_, row)| row));
+                let _ = work_tx.send(hand_over(&mut batch)).await;
+                let _ = work_tx.send(Work::Flushed(done)).await;
             }
-            next = rx.try_recv().ok();
-        }
-        write(&store, &mut batch).await;
-        for done in waiting.drain(..) {
-            let _ = done.send(());
         }
     }
     batch.extend(folded.drain().map(|(_, row)| row));
-    write(&store, &mut batch).await;
+    let _ = work_tx.send(hand_over(&mut batch)).await;
+    drop(work_tx);
+    let _ = db.await;
+}
+
+async fn database_writer(store: Store, mut rx: mpsc::Receiver<Work>) {
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Rows(mut rows) => write(&store, &mut rows).await,
+            Work::Flushed(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
 }
 
 /// Writes a batch, retrying while the database is unavailable (events stay queued meanwhile).
