@@ -119,12 +119,12 @@ impl TokenService {
         }
     }
 
-    /// Keeps decrypted tokens in memory for `ttl` for [`get_cached`](Self::get_cached).
+    /// Keeps decrypted tokens in memory for about `ttl` for [`get_cached`](Self::get_cached).
     pub fn with_access_cache(mut self, ttl: std::time::Duration) -> Self {
         self.cache = (!ttl.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(ttl)
+                .expire_after(JitteredTtl(ttl))
                 .build()
         });
         self
@@ -393,6 +393,22 @@ impl TokenService {
             tokens,
             next_cursor,
         })
+    }
+}
+
+/// A time to live between 75 % and 100 % of the configured one, so tokens cached together (after
+/// a restart, say) do not all expire, and hit the database, in the same instant.
+struct JitteredTtl(std::time::Duration);
+
+impl moka::Expiry<String, Arc<Token>> for JitteredTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        _value: &Arc<Token>,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        use rand::Rng;
+        Some(self.0.mul_f64(rand::thread_rng().gen_range(0.75..=1.0)))
     }
 }
 
