@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# token-broker benchmarks: release build, load from a second process (wrk) over loopback, on
+# SQLite, PostgreSQL and MariaDB. Prints a results table and writes it to bench/results-latest.md.
+# See bench/README.md for what is measured and how to read it.
+#
+#   bench/run.sh                          # everything, ~5 minutes
+#   BACKENDS="sqlite postgres" bench/run.sh
+#   DURATION=5 VARIANTS=0 bench/run.sh    # shorter runs, no pinned / info-log variants
+#
+# Knobs (environment):
+#   BACKENDS        sqlite postgres mysql      which databases
+#   DURATION        10       seconds per measurement (the warm-up runs as long)
+#   CONNS           64       wrk connections for the hot path and /healthz
+#   WRITE_CONNS     32       wrk connections for the write path
+#   TOKENS          10000    stored tokens the hot path picks from at random
+#   STORM_N         1000     concurrent callers in the refresh storm
+#   PROVIDER_DELAY_MS 200    the fake provider's answer delay
+#   BENCH_PIN       0        1: pin the broker to CPU 0 and the clients to CPU 1 in the main run
+#   VARIANTS        1        also measure the hot path (a) pinned: broker on CPU 0, wrk on CPU 1,
+#                            (b) with log.filter=info (request logs to a file)
+#   VARIANT_BACKENDS sqlite postgres   the backends those variants run on
+#   PG_ADMIN_URL    postgres://postgres@127.0.0.1:5432/test
+#   MYSQL_HOST/MYSQL_PORT/MYSQL_USER   127.0.0.1 / 3306 / root (no password)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+cd "$ROOT"
+
+BACKENDS=${BACKENDS:-"sqlite postgres mysql"}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+WRITE_CONNS=${WRITE_CONNS:-32}
+TOKENS=${TOKENS:-10000}
+STORM_N=${STORM_N:-1000}
+PROVIDER_DELAY_MS=${PROVIDER_DELAY_MS:-200}
+VARIANTS=${VARIANTS:-1}
+VARIANT_BACKENDS=${VARIANT_BACKENDS:-"sqlite postgres"}
+BENCH_PIN=${BENCH_PIN:-0}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
+MYSQL_HOST=${MYSQL_HOST:-127.0.0.1}
+MYSQL_PORT=${MYSQL_PORT:-3306}
+MYSQL_USER=${MYSQL_USER:-root}
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+
+log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+need_apt() { # need_apt COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (apt)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "$2" >/dev/null \
+        || die "could not install $2; install it and re-run"
+}
+need_apt wrk wrk
+need_apt curl curl
+need_apt python3 python3
+need_apt taskset util-linux
+case " $BACKENDS " in *" postgres "*) need_apt psql postgresql-client ;; esac
+case " $BACKENDS " in *" mysql "*) need_apt mysql mariadb-client ;; esac
+
+log "cargo build --release --locked"
+cargo build --release --locked
+BIN="$ROOT/target/release/token-broker"
+[ -x "$BIN" ] || die "no $BIN after the build"
+
+# ---------------------------------------------------------------------------------------------
+# Run state, cleanup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tb-bench.XXXXXX")
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+RUN_ID=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+BROKER_PID=""
+PROVIDER_PID=""
+PG_DBS=()
+MY_DBS=()
+
+cleanup() {
+    set +e
+    [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+    [ -n "$PROVIDER_PID" ] && kill "$PROVIDER_PID" 2>/dev/null && wait "$PROVIDER_PID" 2>/dev/null
+    for db in "${PG_DBS[@]}"; do
+        psql "$PG_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+    done
+    for db in "${MY_DBS[@]}"; do
+        mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -e "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+    done
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# CPU pinning. Main run: none by default (broker, wrk and databases share both cores, as the
+# broker would in production). The pinned variant: broker on CPU 0, wrk on CPU 1.
+NPROC=$(nproc)
+CAN_PIN=0; [ "$NPROC" -ge 2 ] && CAN_PIN=1
+pin() { # pin on|off: sets PIN_BROKER / PIN_LOAD
+    if [ "$1" = on ] && [ "$CAN_PIN" = 1 ]; then
+        PIN_BROKER=(taskset -c 0); PIN_LOAD=(taskset -c 1)
+    else
+        PIN_BROKER=(); PIN_LOAD=()
+    fi
+}
+if [ "$BENCH_PIN" = 1 ] && [ "$CAN_PIN" = 1 ]; then
+    MAIN_PIN=on
+    PIN_NOTE="main run: broker pinned to CPU 0 (taskset -c 0), wrk and the python clients to CPU 1; database servers unpinned"
+else
+    MAIN_PIN=off
+    PIN_NOTE="main run: no pinning (broker, wrk, python clients and database servers share both cores)"
+fi
+if [ "$VARIANTS" = 1 ] && [ "$CAN_PIN" = 1 ]; then
+    PIN_NOTE="$PIN_NOTE; pinned variant: broker on CPU 0 (taskset -c 0), wrk on CPU 1 (taskset -c 1)"
+fi
+pin "$MAIN_PIN"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+record() { echo "$1" >>"$RESULTS"; } # one JSON object a line
+
+# ---------------------------------------------------------------------------------------------
+# Keys and settings: everything through TOKEN_BROKER__… variables (nothing in config/ is touched).
+export TOKEN_BROKER__CRYPTO__ACTIVE_KEY_ID=k1
+export TOKEN_BROKER__CRYPTO__KEYS__K1="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+export TOKEN_BROKER__CRYPTO__LOOKUP_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+export TOKEN_BROKER__AUTH__HS256_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
+export TOKEN_BROKER__OAUTH__BACKGROUND__ENABLED=false
+export TOKEN_BROKER__LOG__FILTER=warn
+export TOKEN_BROKER__SERVER__HOST=127.0.0.1
+unset RUST_LOG TOKEN_BROKER_ENV
+
+# The fake OAuth provider (counts token calls) for the refresh storm.
+PROVIDER_PORT_FILE="$WORK/provider.port"
+"${PIN_LOAD[@]}" python3 "$BENCH/fake_provider.py" --port 0 --port-file "$PROVIDER_PORT_FILE" \
+    --delay-ms "$PROVIDER_DELAY_MS" >"$WORK/provider.log" 2>&1 &
+PROVIDER_PID=$!
+for _ in $(seq 100); do [ -s "$PROVIDER_PORT_FILE" ] && break; sleep 0.05; done
+[ -s "$PROVIDER_PORT_FILE" ] || die "the fake provider did not start"
+PROVIDER_URL="http://127.0.0.1:$(cat "$PROVIDER_PORT_FILE")"
+export TOKEN_BROKER__PROVIDERS__FAKE__KIND=oauth2
+export TOKEN_BROKER__PROVIDERS__FAKE__AUTHORIZE_URL="$PROVIDER_URL/authorize"
+export TOKEN_BROKER__PROVIDERS__FAKE__TOKEN_URL="$PROVIDER_URL/token"
+export TOKEN_BROKER__PROVIDERS__FAKE__CLIENT_ID=bench-client
+export TOKEN_BROKER__PROVIDERS__FAKE__CLIENT_SECRET=bench-client-secret
+
+# The seed: a Zoho FileStore CSV of $TOKENS tokens (ids bench-tok-00001 …, valid for a day) and
+# the list of their ids for wrk.
+SEED_CSV="$WORK/seed.csv"
+IDS="$WORK/ids.txt"
+python3 - "$SEED_CSV" "$IDS" "$TOKENS" <<'PY'
+import sys, time
+csv_path, ids_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+expiry = int(time.time() * 1000) + 86_400_000
+with open(csv_path, "w", newline="") as f, open(ids_path, "w") as g:
+    f.write("id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,"
+            "expiry_time,redirect_uri,api_domain\r\n")
+    for i in range(1, n + 1):
+        tid = f"bench-tok-{i:05d}"
+        f.write(f'"{tid}","bench-user-{i:05d}@bench.example","1000.BENCHCLIENT",'
+                f'"bench-secret-{i:05d}","1000.r.{i:05d}.refresh","1000.a.{i:05d}.access","",'
+                f'"{expiry}","https://app.example.com/cb","https://www.zohoapis.com"\r\n')
+        g.write(tid + "\n")
+PY
+
+JWT=$("$BIN" jwt mint --sub bench --scope "tokens:access tokens:read tokens:write" --ttl 86400)
+export TB_JWT="$JWT" TB_IDS="$IDS" TB_RUN="$RUN_ID" TB_USERS="$TOKENS"
+
+# ---------------------------------------------------------------------------------------------
+# Broker lifecycle
+PORT=""
+start_broker() { # start_broker LOGFILE ; sets BROKER_PID, PORT, STARTED_MS (exec -> first 200)
+    PORT=$(free_port)
+    local t0 t1
+    t0=$(date +%s%N)
+    TOKEN_BROKER__SERVER__PORT=$PORT "${PIN_BROKER[@]}" "$BIN" serve 2>>"$1" &
+    BROKER_PID=$!
+    for _ in $(seq 3000); do
+        if curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz"; then
+            t1=$(date +%s%N)
+            STARTED_MS=$(( (t1 - t0) / 1000000 ))
+            return 0
+        fi
+        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$1" >&2; die "the broker exited at start"; }
+        sleep 0.01
+    done
+    die "the broker did not answer /healthz within 30 s"
+}
+stop_broker() {
+    [ -n "$BROKER_PID" ] || return 0
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+}
+
+# run_wrk SCRIPT MODE CONNS DURATION -> prints the WRKJSON object
+run_wrk() {
+    local out
+    out=$(TB_MODE="$2" "${PIN_LOAD[@]}" wrk -t1 -c"$3" -d"$4"s --latency --timeout 10s \
+        -s "$BENCH/wrk/$1" "http://127.0.0.1:$PORT")
+    echo "$out" >>"$WORK/wrk.log"
+    echo "$out" | sed -n 's/^WRKJSON //p'
+}
+# metric NAME{LABELS}: its value on /metrics (0 when absent)
+metric() {
+    curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v k="$1" '$1 == k {printf "%d", $2; f=1} END {if (!f) print 0}'
+}
+summ() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  non-2xx %d" % (d["rps"], d["p50_us"]/1000, d["p99_us"]/1000, d["non2xx"]+d["err_timeout"]+d["err_read"]+d["err_connect"]))' "$1"; }
+
+# ---------------------------------------------------------------------------------------------
+bench_backend() { # bench_backend NAME URL
+    local name=$1 url=$2 j
+    export TOKEN_BROKER__DATABASE__URL="$url"
+    local blog="$WORK/broker-$name.log"
+
+    log "$name: import $TOKENS tokens (token-broker import zoho-csv)"
+    local t0 t1
+    t0=$(date +%s%N)
+    "${PIN_BROKER[@]}" "$BIN" import zoho-csv "$SEED_CSV" >"$WORK/import-$name.log"
+    t1=$(date +%s%N)
+    cat "$WORK/import-$name.log" >&2
+    record "{\"backend\":\"$name\",\"test\":\"import\",\"rows\":$TOKENS,\"ms\":$(( (t1 - t0) / 1000000 ))}"
+
+    log "$name: start (log.filter=warn)"
+    start_broker "$blog"
+    sleep 1
+    record "{\"backend\":\"$name\",\"test\":\"start\",\"started_ms\":$STARTED_MS,\"rss_idle_kib\":$(rss_kib "$BROKER_PID")}"
+    curl -sf "http://127.0.0.1:$PORT/v1/tokens/bench-tok-00001/access-token" \
+        -H "Authorization: Bearer $JWT" >/dev/null || die "$name: the hot path does not answer 200"
+
+    log "$name: warm-up = hot path cold: every token in turn (first use: cache miss, last_used_at write)"
+    j=$(run_wrk access.lua sweep "$CONNS" "$DURATION"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"hot_cold\",\"seconds\":$DURATION,\"wrk\":$j}"
+    log "$name: hot path GET /v1/tokens/{id}/access-token, $CONNS connections, ${DURATION}s"
+    local hits0 miss0
+    hits0=$(metric 'token_cache_total{result="hit"}'); miss0=$(metric 'token_cache_total{result="miss"}')
+    j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
+    local hits miss
+    hits=$(( $(metric 'token_cache_total{result="hit"}') - hits0 )); miss=$(( $(metric 'token_cache_total{result="miss"}') - miss0 ))
+    record "{\"backend\":\"$name\",\"test\":\"hot\",\"cache_hits\":$hits,\"cache_misses\":$miss,\"wrk\":$j}"
+    local rss_hot hwm_hot
+    rss_hot=$(rss_kib "$BROKER_PID"); hwm_hot=$(hwm_kib "$BROKER_PID")
+    log "$name: GET /healthz (ceiling), $CONNS connections, ${DURATION}s"
+    j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"healthz\",\"wrk\":$j}"
+    record "{\"backend\":\"$name\",\"test\":\"memory\",\"rss_after_hot_kib\":$rss_hot,\"hwm_after_hot_kib\":$hwm_hot,\"rss_after_healthz_kib\":$(rss_kib "$BROKER_PID")}"
+
+    log "$name: write path PUT /v1/tokens, new users (insert), $WRITE_CONNS connections"
+    j=$(run_wrk save.lua insert "$WRITE_CONNS" "$DURATION"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"save_insert\",\"wrk\":$j}"
+    log "$name: write path PUT /v1/tokens, existing users (update), $WRITE_CONNS connections"
+    j=$(run_wrk save.lua update "$WRITE_CONNS" "$DURATION"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"save_update\",\"wrk\":$j}"
+
+    log "$name: refresh storm, $STORM_N callers on one expired token (provider delay ${PROVIDER_DELAY_MS} ms)"
+    local expired storm_id
+    expired=$(( $(now_ms) - 3600000 ))
+    storm_id=$(curl -sf -X PUT "http://127.0.0.1:$PORT/v1/tokens" -H "Authorization: Bearer $JWT" \
+        -H "Content-Type: application/json" \
+        -d "{\"user_name\":\"storm-$RUN_ID@bench.example\",\"provider\":\"fake\",\"refresh_token\":\"storm.r.$RUN_ID\",\"access_token\":\"storm.a.old\",\"expiry_time\":$expired}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    local sj rc=0
+    sj=$("${PIN_LOAD[@]}" python3 "$BENCH/storm.py" --port "$PORT" --jwt "$JWT" --token-id "$storm_id" \
+        --n "$STORM_N" --provider "$PROVIDER_URL" | sed -n 's/^STORMJSON //p') || rc=$?
+    echo "$sj" >&2
+    [ -n "$sj" ] || sj='{"error":"storm client failed"}'
+    record "{\"backend\":\"$name\",\"test\":\"storm\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"storm\":$sj}"
+    stop_broker
+
+    case " $VARIANT_BACKENDS " in *" $name "*) ;; *) return 0 ;; esac
+    [ "$VARIANTS" = 1 ] || return 0
+    if [ "$CAN_PIN" = 1 ] && [ "$MAIN_PIN" = off ]; then
+        log "$name: pinned variant: broker on CPU 0, wrk on CPU 1"
+        pin on
+        start_broker "$blog"
+        j=$(run_wrk access.lua sweep "$CONNS" "$DURATION") # warm-up
+        j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
+        record "{\"backend\":\"$name\",\"test\":\"hot_pinned\",\"wrk\":$j}"
+        j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
+        record "{\"backend\":\"$name\",\"test\":\"healthz_pinned\",\"wrk\":$j}"
+        stop_broker
+        pin "$MAIN_PIN"
+    fi
+    log "$name: hot path with log.filter=info (request logs to a file)"
+    TOKEN_BROKER__LOG__FILTER=info start_broker "$WORK/broker-$name-info.log"
+    j=$(run_wrk access.lua sweep "$CONNS" "$DURATION") # warm-up
+    j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"hot_info\",\"wrk\":$j}"
+    j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"healthz_info\",\"wrk\":$j}"
+    stop_broker
+}
+
+# ---------------------------------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "start-up: exec -> first 200 on /healthz, fresh SQLite database, 7 runs"
+SJ=$(python3 "$BENCH/startup.py" --bin "$BIN" --runs 7 | sed -n 's/^STARTJSON //p')
+echo "$SJ" >&2
+record "{\"backend\":\"sqlite\",\"test\":\"startup\",\"startup\":$SJ}"
+
+for backend in $BACKENDS; do
+    case $backend in
+    sqlite)
+        mkdir -p "$WORK/sqlite"
+        bench_backend sqlite "sqlite://$WORK/sqlite/broker.db?mode=rwc"
+        ;;
+    postgres)
+        db="tb_bench_${RUN_ID}"
+        if psql "$PG_ADMIN_URL" -qAtc "CREATE DATABASE $db" >/dev/null; then
+            PG_DBS+=("$db")
+            bench_backend postgres "${PG_ADMIN_URL%/*}/$db"
+        else
+            echo "bench: PostgreSQL at $PG_ADMIN_URL unreachable; skipped" >&2
+            record '{"backend":"postgres","test":"skipped"}'
+        fi
+        ;;
+    mysql)
+        db="tb_bench_${RUN_ID}"
+        if mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -e "CREATE DATABASE $db" >/dev/null; then
+            MY_DBS+=("$db")
+            bench_backend mysql "mysql://$MYSQL_USER@$MYSQL_HOST:$MYSQL_PORT/$db"
+        else
+            echo "bench: MariaDB at $MYSQL_HOST:$MYSQL_PORT unreachable; skipped" >&2
+            record '{"backend":"mysql","test":"skipped"}'
+        fi
+        ;;
+    *) die "unknown backend $backend (sqlite, postgres, mysql)" ;;
+    esac
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$ROOT" status --porcelain -- src migrations Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+    COMMIT="$COMMIT (+ uncommitted changes in src/)"
+fi
+python3 "$BENCH/report.py" "$RESULTS" \
+    --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" \
+    --meta "commit=$COMMIT" \
+    --meta "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    --meta "nproc=$NPROC" \
+    --meta "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
+    --meta "kernel=$(uname -r)" \
+    --meta "load=$LOAD_BEFORE before, $LOAD_AFTER after (1/5/15-min load averages)" \
+    --meta "pinning=$PIN_NOTE" \
+    --meta "main_config=$([ "$MAIN_PIN" = on ] && echo "main run (pinned, log.filter=warn)" || echo "main run (2 cores shared, log.filter=warn)")" \
+    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${DURATION} s warm-up" \
+    --meta "postgres=$(psql "$PG_ADMIN_URL" -qAtc 'show server_version' 2>/dev/null || echo n/a)" \
+    --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
+    --meta "command=$(printf '%s ' "${BENCH_ENV_NOTE:-}")bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
+    >"$BENCH/results-latest.md"
+cp "$RESULTS" "$BENCH/results-latest.jsonl"
+echo
+cat "$BENCH/results-latest.md"
