@@ -46,12 +46,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(64).collect::<String>());
 
-    // Attempts refused before the handler ran (401, 403) still name the token they aimed at.
-    let path_token = route
+    // Attempts refused before the handler ran (401) still name the token they aimed at; the path
+    // is only parsed for them (the handler notes the id of every call it runs).
+    let path = route
         .starts_with("/v1/tokens/{id}")
-        .then(|| req.uri().path().split('/').nth(3).map(str::to_owned))
-        .flatten()
-        .filter(|id| crate::domain::TokenId::parse(id.clone()).is_ok());
+        .then(|| req.uri().path().to_owned());
 
     let (response, note) = audit::with_note(next.run(req)).await;
 
@@ -83,7 +82,12 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 at: state.tokens.now_ms(),
                 caller: note.caller.unwrap_or_else(|| "anonymous".into()),
                 tenant: note.tenant.unwrap_or_default(),
-                token_id: note.token_id.or(path_token),
+                token_id: note.token_id.or_else(|| {
+                    path.as_deref()
+                        .and_then(|p| p.split('/').nth(3))
+                        .filter(|id| crate::domain::TokenId::parse(*id).is_ok())
+                        .map(str::to_owned)
+                }),
                 action: action.into(),
                 outcome: outcome.into(),
                 status: i64::from(status.as_u16()),

@@ -30,23 +30,14 @@ async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
         .unwrap()
         .to_owned();
     let jwt = app.jwt("tokens:access");
-    let calls = (0..100).map(|_| {
-        let (app, jwt, id) = (&app, &jwt, &id);
-        async move {
-            let r = app
-                .client
-                .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-                .bearer_auth(jwt)
-                .send()
-                .await
-                .unwrap();
-            (
-                r.status(),
-                r.json::<Value>().await.unwrap()["access_token"].clone(),
-            )
-        }
-    });
-    let answers = join_all(calls).await;
+    let answers = storm(
+        &app.client,
+        std::slice::from_ref(&app.address),
+        &jwt,
+        &id,
+        100,
+    )
+    .await;
     assert!(
         answers
             .iter()
@@ -54,6 +45,28 @@ async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
         "{answers:?}"
     );
     assert_eq!(fake.calls("refresh_token").await, 1);
+}
+
+/// `n` concurrent access-token requests for token `id`, spread over the brokers at `bases`;
+/// returns each answer's status and access token.
+async fn storm(
+    client: &reqwest::Client,
+    bases: &[String],
+    jwt: &str,
+    id: &str,
+    n: usize,
+) -> Vec<(StatusCode, Value)> {
+    let calls = (0..n).map(|i| {
+        let url = format!("{}/v1/tokens/{id}/access-token", bases[i % bases.len()]);
+        async move {
+            let r = client.get(url).bearer_auth(jwt).send().await.unwrap();
+            (
+                r.status(),
+                r.json::<Value>().await.unwrap()["access_token"].clone(),
+            )
+        }
+    });
+    join_all(calls).await
 }
 
 async fn two_processes_on_one_database(backend: Backend) {
@@ -120,23 +133,7 @@ client_secret = "{client_secret}"
         .unwrap();
     let id = saved["id"].as_str().unwrap().to_owned();
 
-    let calls = (0..100).map(|i| {
-        let base = if i % 2 == 0 { &a.base } else { &b.base };
-        let (client, jwt, id) = (&client, &jwt, &id);
-        async move {
-            let r = client
-                .get(format!("{base}/v1/tokens/{id}/access-token"))
-                .bearer_auth(jwt)
-                .send()
-                .await
-                .unwrap();
-            (
-                r.status(),
-                r.json::<Value>().await.unwrap()["access_token"].clone(),
-            )
-        }
-    });
-    let answers = join_all(calls).await;
+    let answers = storm(&client, &[a.base.clone(), b.base.clone()], &jwt, &id, 100).await;
     assert!(
         answers
             .iter()
