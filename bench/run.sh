@@ -3,13 +3,15 @@
 # SQLite, PostgreSQL and MariaDB. Prints a results table and writes it to bench/results-latest.md.
 # See bench/README.md for what is measured and how to read it.
 #
-#   bench/run.sh                          # everything, ~5 minutes
+#   bench/run.sh                          # everything, ~7 minutes
 #   BACKENDS="sqlite postgres" bench/run.sh
 #   DURATION=5 VARIANTS=0 bench/run.sh    # shorter runs, no pinned / info-log variants
 #
 # Knobs (environment):
 #   BACKENDS        sqlite postgres mysql      which databases
-#   DURATION        10       seconds per measurement (the warm-up runs as long)
+#   DURATION        10       seconds per measurement
+#   WARMUP          5        seconds of warm-up (every token in turn; recorded as the cold hot path)
+#   PAIRS           3        hot path + /healthz pairs in the main run (the median ratio is reported)
 #   CONNS           64       wrk connections for the hot path and /healthz
 #   WRITE_CONNS     32       wrk connections for the write path
 #   TOKENS          10000    stored tokens the hot path picks from at random
@@ -29,6 +31,8 @@ cd "$ROOT"
 
 BACKENDS=${BACKENDS:-"sqlite postgres mysql"}
 DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-5}
+PAIRS=${PAIRS:-3}
 CONNS=${CONNS:-64}
 WRITE_CONNS=${WRITE_CONNS:-32}
 TOKENS=${TOKENS:-10000}
@@ -42,6 +46,8 @@ MYSQL_HOST=${MYSQL_HOST:-127.0.0.1}
 MYSQL_PORT=${MYSQL_PORT:-3306}
 MYSQL_USER=${MYSQL_USER:-root}
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+# Broker settings the caller exported (they apply to every broker this script starts; reported).
+USER_OVERRIDES=$(env | { grep '^TOKEN_BROKER__' || true; } | { grep -v -E '__(CRYPTO|AUTH)__|__DATABASE__URL=' || true; } | sort | tr '\n' ' ' | sed 's/ $//')
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -121,6 +127,21 @@ now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 record() { echo "$1" >>"$RESULTS"; } # one JSON object a line
+# cpu_busy: % of all CPUs busy over one second (while this script's own processes idle, that is
+# what other processes on the machine use: a noisy neighbour skews every number).
+cpu_busy() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+BUSY_NOTES=()
+check_quiet() { # check_quiet LABEL: note (and warn about) other load before measuring
+    local busy; busy=$(cpu_busy)
+    BUSY_NOTES+=("$1 ${busy}%")
+    [ "$busy" -le 20 ] || echo "bench: warning: the machine is ${busy}% busy before $1 (other processes); numbers will be low and noisy" >&2
+}
 
 # ---------------------------------------------------------------------------------------------
 # Keys and settings: everything through TOKEN_BROKER__… variables (nothing in config/ is touched).
@@ -224,6 +245,7 @@ bench_backend() { # bench_backend NAME URL
     cat "$WORK/import-$name.log" >&2
     record "{\"backend\":\"$name\",\"test\":\"import\",\"rows\":$TOKENS,\"ms\":$(( (t1 - t0) / 1000000 ))}"
 
+    check_quiet "$name"
     log "$name: start (log.filter=warn)"
     start_broker "$blog"
     sleep 1
@@ -232,20 +254,22 @@ bench_backend() { # bench_backend NAME URL
         -H "Authorization: Bearer $JWT" >/dev/null || die "$name: the hot path does not answer 200"
 
     log "$name: warm-up = hot path cold: every token in turn (first use: cache miss, last_used_at write)"
-    j=$(run_wrk access.lua sweep "$CONNS" "$DURATION"); summ "$j" >&2
-    record "{\"backend\":\"$name\",\"test\":\"hot_cold\",\"seconds\":$DURATION,\"wrk\":$j}"
-    log "$name: hot path GET /v1/tokens/{id}/access-token, $CONNS connections, ${DURATION}s"
-    local hits0 miss0
+    j=$(run_wrk access.lua sweep "$CONNS" "$WARMUP"); summ "$j" >&2
+    record "{\"backend\":\"$name\",\"test\":\"hot_cold\",\"seconds\":$WARMUP,\"wrk\":$j}"
+    local hits0 miss0 hits miss rss_hot="" hwm_hot i
     hits0=$(metric 'token_cache_total{result="hit"}'); miss0=$(metric 'token_cache_total{result="miss"}')
-    j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
-    local hits miss
+    for i in $(seq "$PAIRS"); do
+        log "$name: pair $i/$PAIRS: hot path GET /v1/tokens/{id}/access-token, $CONNS connections, ${DURATION}s"
+        j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
+        record "{\"backend\":\"$name\",\"test\":\"hot\",\"pair\":$i,\"wrk\":$j}"
+        [ -n "$rss_hot" ] || rss_hot=$(rss_kib "$BROKER_PID")
+        log "$name: pair $i/$PAIRS: GET /healthz (ceiling), $CONNS connections, ${DURATION}s"
+        j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
+        record "{\"backend\":\"$name\",\"test\":\"healthz\",\"pair\":$i,\"wrk\":$j}"
+    done
     hits=$(( $(metric 'token_cache_total{result="hit"}') - hits0 )); miss=$(( $(metric 'token_cache_total{result="miss"}') - miss0 ))
-    record "{\"backend\":\"$name\",\"test\":\"hot\",\"cache_hits\":$hits,\"cache_misses\":$miss,\"wrk\":$j}"
-    local rss_hot hwm_hot
-    rss_hot=$(rss_kib "$BROKER_PID"); hwm_hot=$(hwm_kib "$BROKER_PID")
-    log "$name: GET /healthz (ceiling), $CONNS connections, ${DURATION}s"
-    j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
-    record "{\"backend\":\"$name\",\"test\":\"healthz\",\"wrk\":$j}"
+    hwm_hot=$(hwm_kib "$BROKER_PID")
+    record "{\"backend\":\"$name\",\"test\":\"cache\",\"cache_hits\":$hits,\"cache_misses\":$miss}"
     record "{\"backend\":\"$name\",\"test\":\"memory\",\"rss_after_hot_kib\":$rss_hot,\"hwm_after_hot_kib\":$hwm_hot,\"rss_after_healthz_kib\":$(rss_kib "$BROKER_PID")}"
 
     log "$name: write path PUT /v1/tokens, new users (insert), $WRITE_CONNS connections"
@@ -276,7 +300,7 @@ bench_backend() { # bench_backend NAME URL
         log "$name: pinned variant: broker on CPU 0, wrk on CPU 1"
         pin on
         start_broker "$blog"
-        j=$(run_wrk access.lua sweep "$CONNS" "$DURATION") # warm-up
+        j=$(run_wrk access.lua sweep "$CONNS" "$WARMUP") # warm-up
         j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
         record "{\"backend\":\"$name\",\"test\":\"hot_pinned\",\"wrk\":$j}"
         j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
@@ -286,7 +310,7 @@ bench_backend() { # bench_backend NAME URL
     fi
     log "$name: hot path with log.filter=info (request logs to a file)"
     TOKEN_BROKER__LOG__FILTER=info start_broker "$WORK/broker-$name-info.log"
-    j=$(run_wrk access.lua sweep "$CONNS" "$DURATION") # warm-up
+    j=$(run_wrk access.lua sweep "$CONNS" "$WARMUP") # warm-up
     j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
     record "{\"backend\":\"$name\",\"test\":\"hot_info\",\"wrk\":$j}"
     j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
@@ -331,6 +355,7 @@ for backend in $BACKENDS; do
     esac
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+check_quiet "end"
 
 # ---------------------------------------------------------------------------------------------
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -344,13 +369,14 @@ python3 "$BENCH/report.py" "$RESULTS" \
     --meta "nproc=$NPROC" \
     --meta "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
     --meta "kernel=$(uname -r)" \
-    --meta "load=$LOAD_BEFORE before, $LOAD_AFTER after (1/5/15-min load averages)" \
+    --meta "load=$LOAD_BEFORE before, $LOAD_AFTER after (1/5/15-min load averages); CPU busy with other processes just before each backend (1 s sample): ${BUSY_NOTES[*]}" \
     --meta "pinning=$PIN_NOTE" \
     --meta "main_config=$([ "$MAIN_PIN" = on ] && echo "main run (pinned, log.filter=warn)" || echo "main run (2 cores shared, log.filter=warn)")" \
-    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${DURATION} s warm-up" \
+    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${WARMUP} s warm-up; main run: $PAIRS hot-path + /healthz pairs, the pair with the median ratio reported" \
     --meta "postgres=$(psql "$PG_ADMIN_URL" -qAtc 'show server_version' 2>/dev/null || echo n/a)" \
     --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
-    --meta "command=$(printf '%s ' "${BENCH_ENV_NOTE:-}")bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
+    --meta "overrides=${USER_OVERRIDES:-none}" \
+    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
     >"$BENCH/results-latest.md"
 cp "$RESULTS" "$BENCH/results-latest.jsonl"
 echo

@@ -151,6 +151,8 @@ impl Store {
                     SqlitePoolOptions::new()
                         .max_connections(options.max_connections)
                         .acquire_timeout(options.acquire_timeout)
+                        // A local file cannot drop the connection: skip the ping per acquire.
+                        .test_before_acquire(false)
                         .connect_lazy_with(opts),
                 )
             }
