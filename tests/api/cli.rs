@@ -8,49 +8,32 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, Backend};
-use crate::processes::{config_with_keys, BrokerCli};
+use crate::processes::{clean_command, config_with_keys, BrokerCli};
 
-const BIN: &str = env!("CARGO_BIN_EXE_token-broker");
-
+/// The binary with no configuration but the built-in defaults, working in `dir`.
 fn broker(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("TOKEN_BROKER_CONFIG_DIR", dir)
-        .stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TOKEN_BROKER__") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = clean_command();
+    cmd.current_dir(dir).env("TOKEN_BROKER_CONFIG_DIR", dir);
     cmd
 }
 
 #[test]
 fn a_bad_config_value_fails_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let out = broker(dir.path())
-        .env("TOKEN_BROKER__SERVER__PORT", "eighty")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.port"), "{err}");
-
-    let out = broker(dir.path())
-        .env("TOKEN_BROKER__DATABASE__URL", "oracle://db")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
-
-    let out = broker(dir.path())
-        .env("TOKEN_BROKER__SERVER__COLOUR", "blue")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+    for (var, value, named) in [
+        ("TOKEN_BROKER__SERVER__PORT", "eighty", "server.port"),
+        ("TOKEN_BROKER__DATABASE__URL", "oracle://db", "database.url"),
+        ("TOKEN_BROKER__SERVER__COLOUR", "blue", "colour"),
+    ] {
+        let out = broker(dir.path())
+            .env(var, value)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{var}: {err}");
+    }
 }
 
 #[test]
