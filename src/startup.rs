@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::crypto::{display_path, KeyRing, LocalKeyFile};
 use crate::domain::ProviderKey;
-use crate::http::{self, AppState, HttpLimits};
+use crate::http::{self, AppState, HttpLimits, Services};
 use crate::oauth::{
     background, EngineSettings, OAuthClient, OAuthService, ProviderRegistry, RetryPolicy,
 };
@@ -167,12 +167,12 @@ impl Application {
         let use_marks = background::spawn_use_marks(oauth.clone());
         let (audit, audit_writer) = AuditLog::start(store.clone());
         crate::metrics::handle();
-        let state = AppState {
+        let state = AppState::new(Services {
             tokens,
             oauth,
             verifier: Arc::new(verifier),
             audit,
-        };
+        });
         let router = http::router(
             state,
             &HttpLimits {

@@ -115,6 +115,19 @@ impl OAuthService {
             };
             metrics::counter!("refresh_singleflight_waits_total", "kind" => kind).increment(1);
         };
+        // The refresher we queued behind usually left its result in the cache: no need to read
+        // it back once per waiter.
+        if let Some(token) = self.tokens().peek_cached(tenancy, id) {
+            let done = if force {
+                token.updated_at > started
+            } else {
+                valid_for(&token, self.now_ms(), min_validity_ms)
+            };
+            if done && ensure_usable(&token).is_ok() {
+                coalesced(false);
+                return Ok(Token::clone(&token));
+            }
+        }
         loop {
             let now = self.now_ms();
             let token = self.tokens().get(tenancy, id).await?;
@@ -299,7 +312,7 @@ impl OAuthService {
                 .await
             {
                 Ok(true) => {
-                    self.tokens().forget(token.id.as_str());
+                    self.tokens().remember_written(Arc::new(token.clone()));
                     return Ok(());
                 }
                 Ok(false) => return Err(Error::NotFound),

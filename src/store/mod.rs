@@ -111,6 +111,10 @@ pub(crate) use with_pool;
 pub struct Store {
     pool: Pool,
     backend: Backend,
+    /// SQLite takes one writer at a time; writers that find it busy sleep and poll, which makes
+    /// write latency spiky under load. Every write goes through this one connection instead, in
+    /// the pool's first-come order.
+    sqlite_writer: Option<SqlitePool>,
 }
 
 /// How to open the pool.
@@ -138,6 +142,7 @@ impl Store {
                 "unsupported database URL scheme".into(),
             ))
         })?;
+        let mut sqlite_writer = None;
         let pool = match backend {
             Backend::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?
@@ -147,14 +152,16 @@ impl Store {
                     // power cut can lose the last commits, and never corrupts the file.
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10));
-                Pool::Sqlite(
+                let pool = |max_connections| {
                     SqlitePoolOptions::new()
-                        .max_connections(options.max_connections)
+                        .max_connections(max_connections)
                         .acquire_timeout(options.acquire_timeout)
                         // A local file cannot drop the connection: skip the ping per acquire.
                         .test_before_acquire(false)
-                        .connect_lazy_with(opts),
-                )
+                        .connect_lazy_with(opts.clone())
+                };
+                sqlite_writer = Some(pool(1));
+                Pool::Sqlite(pool(options.max_connections))
             }
             Backend::Postgres => {
                 let opts = PgConnectOptions::from_str(url)?;
@@ -176,7 +183,11 @@ impl Store {
                 )
             }
         };
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -203,6 +214,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         with_pool!(self, p => p.close().await)
     }
 }

@@ -103,6 +103,10 @@ impl Store {
     /// Runs a statement; returns the number of rows it changed.
     pub(crate) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
         let sql = dialect(self.backend, sql);
+        if let Some(writer) = &self.sqlite_writer {
+            let done = bind_all!(sqlx::query(&sql), args).execute(writer).await?;
+            return Ok(done.rows_affected());
+        }
         let affected = with_pool!(self, p => bind_all!(sqlx::query(&sql), args)
             .execute(p)
             .await?

@@ -112,6 +112,29 @@ impl Store {
         self.fetch_optional(&sql, args).await
     }
 
+    /// The tokens of `ids` that exist, in any tenant. Queries take a fixed number of ids (the
+    /// last one repeated), so the database sees one statement however many are asked for.
+    pub async fn tokens_by_ids(&self, ids: &[String]) -> Result<Vec<TokenRow>, StoreError> {
+        const IDS_PER_QUERY: usize = 50;
+        let placeholders = vec!["?"; IDS_PER_QUERY].join(", ");
+        let sql = format!(
+            "SELECT {} FROM oauth_tokens WHERE id IN ({placeholders})",
+            self.columns()
+        );
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let last = chunk.last().expect("chunks are never empty");
+            let args = chunk
+                .iter()
+                .chain(std::iter::repeat(last))
+                .take(IDS_PER_QUERY)
+                .map(|id| Arg::from(id.as_str()))
+                .collect();
+            rows.extend(self.fetch_all::<TokenRow>(&sql, args).await?);
+        }
+        Ok(rows)
+    }
+
     /// The oldest token of `user_name` in `tenant` (of `provider`, when given).
     pub async fn token_by_user(
         &self,

@@ -1,5 +1,6 @@
 //! The six TokenStore operations with their matching and upsert rules, over the encrypted store.
 
+mod cache;
 mod matching;
 mod sealing;
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 
+use cache::{AccessCache, Lookup};
 pub use matching::{match_rule, MatchRule};
 pub use sealing::{open, seal};
 
@@ -80,6 +82,9 @@ pub struct ListQuery {
     pub tenant: Option<TenantName>,
 }
 
+/// How long re-reads of cached tokens gather before one query reads them all.
+const RELOAD_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// How many times save retries after losing an insert race before it reports a conflict.
 const SAVE_ATTEMPTS: usize = 5;
 
@@ -95,7 +100,7 @@ pub struct TokenService {
     /// Providers tokens may name; `None` accepts any well-formed key.
     known_providers: Option<Arc<std::collections::BTreeSet<String>>>,
     /// Decrypted tokens for the access-token hot path, by id (see [`TokenService::get_cached`]).
-    cache: Option<moka::sync::Cache<String, Arc<Token>>>,
+    cache: Option<Arc<AccessCache>>,
 }
 
 impl TokenService {
@@ -121,36 +126,42 @@ impl TokenService {
 
     /// Keeps decrypted tokens in memory for about `ttl` for [`get_cached`](Self::get_cached).
     pub fn with_access_cache(mut self, ttl: std::time::Duration) -> Self {
-        self.cache = (!ttl.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .expire_after(JitteredTtl(ttl))
-                .build()
-        });
+        self.cache = (!ttl.is_zero()).then(|| Arc::new(AccessCache::new(ttl)));
         self
     }
 
     /// find_token_by_id for the hot path: from memory when this broker read or wrote the token
     /// within the cache's time to live, else from the database. Every write through this
-    /// service drops the cached copy.
+    /// service drops the cached copy; a copy in steady use is re-read in the background before
+    /// it expires (see [`cache`]).
     pub async fn get_cached(&self, tenancy: &Tenancy, id: &TokenId) -> Result<Arc<Token>> {
         let Some(cache) = &self.cache else {
             return Ok(Arc::new(self.get(tenancy, id).await?));
         };
-        let token = match cache.get(id.as_str()) {
-            Some(token) => {
+        let token = match cache.lookup(id.as_str()) {
+            Lookup::Hit(token) => {
                 metrics::counter!("token_cache_total", "result" => "hit").increment(1);
                 token
             }
-            None => {
+            Lookup::HitStartingBatch(token) => {
+                metrics::counter!("token_cache_total", "result" => "hit").increment(1);
+                let (this, cache) = (self.clone(), cache.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(RELOAD_BATCH_WINDOW).await;
+                    this.reload_batch(&cache).await;
+                });
+                token
+            }
+            Lookup::Missing => {
                 metrics::counter!("token_cache_total", "result" => "miss").increment(1);
+                let generation = cache.generation();
                 let row = self
                     .store
                     .token_by_id(id.as_str(), &TenantFilter::Any)
                     .await?
                     .ok_or(Error::NotFound)?;
                 let token = Arc::new(open(&self.keys, row)?);
-                cache.insert(id.to_string(), token.clone());
+                cache.fill(token.clone(), generation);
                 token
             }
         };
@@ -160,16 +171,65 @@ impl TokenService {
         }
     }
 
+    /// Re-reads the tokens queued for it, many to a query. A token that cannot be read now stays
+    /// cached until its time to live runs out; one that is gone is dropped.
+    async fn reload_batch(&self, cache: &AccessCache) {
+        let ids = cache.take_reloads();
+        let generation = cache.generation();
+        let rows = match self.store.tokens_by_ids(&ids).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(tokens = ids.len(), error = %e, "could not re-read cached tokens");
+                return;
+            }
+        };
+        metrics::counter!("token_cache_total", "result" => "reload").increment(ids.len() as u64);
+        let mut found = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            let id = row.id.clone();
+            match open(&self.keys, row) {
+                Ok(token) => cache.fill(Arc::new(token), generation),
+                Err(_) => cache.drop_entry(&id),
+            }
+            found.insert(id);
+        }
+        for gone in ids.iter().filter(|id| !found.contains(*id)) {
+            cache.drop_entry(gone);
+        }
+    }
+
+    /// The cached copy of a token, when this broker holds one and `tenancy` may see it. Never
+    /// reads the database.
+    pub fn peek_cached(&self, tenancy: &Tenancy, id: &TokenId) -> Option<Arc<Token>> {
+        let token = self.cache.as_ref()?.peek(id.as_str())?;
+        match tenancy {
+            Tenancy::Only(t) if token.tenant.as_ref() != Some(t) => None,
+            _ => Some(token),
+        }
+    }
+
+    /// Caches a token this broker has just written, so readers waiting for it need not read it
+    /// back. Call after the write is committed. (At worst, a save of the same token racing this
+    /// write leaves this copy cached for one time to live, as a reader of another replica
+    /// would see it.)
+    pub fn remember_written(&self, token: Arc<Token>) {
+        if let Some(cache) = &self.cache {
+            cache.forget(token.id.as_str());
+            let generation = cache.generation();
+            cache.fill(token, generation);
+        }
+    }
+
     /// Drops the cached copy of a token after a write.
     pub fn forget(&self, id: &str) {
         if let Some(cache) = &self.cache {
-            cache.invalidate(id);
+            cache.forget(id);
         }
     }
 
     fn forget_all(&self) {
         if let Some(cache) = &self.cache {
-            cache.invalidate_all();
+            cache.forget_all();
         }
     }
 
@@ -393,22 +453,6 @@ impl TokenService {
             tokens,
             next_cursor,
         })
-    }
-}
-
-/// A time to live between 75 % and 100 % of the configured one, so tokens cached together (after
-/// a restart, say) do not all expire, and hit the database, in the same instant.
-struct JitteredTtl(std::time::Duration);
-
-impl moka::Expiry<String, Arc<Token>> for JitteredTtl {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        _value: &Arc<Token>,
-        _created_at: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        use rand::Rng;
-        Some(self.0.mul_f64(rand::thread_rng().gen_range(0.75..=1.0)))
     }
 }
 

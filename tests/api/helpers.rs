@@ -88,10 +88,11 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 /// A database of its own for one test: a temp SQLite file, or a new PostgreSQL/MySQL database.
+#[derive(Clone)]
 pub struct TestDatabase {
     pub url: String,
     pub backend: Backend,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 impl TestDatabase {
@@ -126,7 +127,7 @@ impl TestDatabase {
         Self {
             url,
             backend,
-            _dir: dir,
+            _dir: Arc::new(dir),
         }
     }
 }
@@ -200,6 +201,10 @@ async fn start(
     let db = TestDatabase::new(backend).await;
     let mut settings = test_settings(&db.url);
     configure(&mut settings);
+    launch(settings, db, manual).await
+}
+
+async fn launch(settings: Settings, db: TestDatabase, manual: Option<ManualClock>) -> TestApp {
     let clock_for_app: Arc<dyn Clock> = match &manual {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(SystemClock),
@@ -351,6 +356,12 @@ impl TestApp {
             .unwrap();
         store.close().await;
         rows
+    }
+
+    /// A second broker on the same database, keys and settings, as another replica behind a load
+    /// balancer would be.
+    pub async fn replica(&self) -> TestApp {
+        launch(self.settings.clone(), self.db.clone(), None).await
     }
 
     pub async fn stop(mut self) {

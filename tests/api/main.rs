@@ -19,5 +19,6 @@ mod observability;
 mod openapi;
 mod processes;
 mod python_adapter;
+mod replicas;
 mod single_flight;
 mod tokens;

@@ -1,0 +1,237 @@
+//! Decrypted tokens in memory for the access-token hot path.
+//!
+//! An entry lives for about the configured time to live (jittered, so entries filled together do
+//! not expire together). Past half of it, the next read is still answered from memory and queues
+//! the token for a re-read; queued tokens are re-read in batches, one query for many tokens. A
+//! token in steady use is never waited on, the database sees a few queries a second rather than
+//! one per token, and no copy is older than the time to live (how long a change made through
+//! another replica can go unseen here).
+//!
+//! Local writes drop the entry. A database read that started before a local write of the same
+//! token may not fill the cache after it: writes are numbered, and a fill carries the number its
+//! read started under.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::domain::Token;
+
+/// What the cache holds for a token id.
+pub enum Lookup {
+    /// In memory: use it.
+    Hit(Arc<Token>),
+    /// In memory, and this read queued the first re-read since the last batch: use it, and
+    /// schedule [`AccessCache::take_reloads`].
+    HitStartingBatch(Arc<Token>),
+    /// Not in memory: read the row.
+    Missing,
+}
+
+struct Entry {
+    token: Arc<Token>,
+    reload_at: Instant,
+    ttl: Duration,
+    reloading: AtomicBool,
+}
+
+pub struct AccessCache {
+    entries: moka::sync::Cache<String, Arc<Entry>>,
+    ttl: Duration,
+    /// Number of the last local write.
+    writes: AtomicU64,
+    /// The number of each token's last local write (kept longer than any read can take).
+    written: moka::sync::Cache<String, u64>,
+    /// The number of the last write of every token (delete_tokens).
+    all_written: AtomicU64,
+    /// Held while checking write numbers and inserting, and while numbering a write and
+    /// dropping its entry, so a fill can never land between the two.
+    fill_or_forget: Mutex<()>,
+    /// Tokens queued for a re-read.
+    reloads: Mutex<Vec<String>>,
+}
+
+impl AccessCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(EntryTtl)
+                .build(),
+            ttl,
+            writes: AtomicU64::new(0),
+            written: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(120))
+                .build(),
+            all_written: AtomicU64::new(0),
+            fill_or_forget: Mutex::new(()),
+            reloads: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn lookup(&self, id: &str) -> Lookup {
+        let Some(entry) = self.entries.get(id) else {
+            return Lookup::Missing;
+        };
+        if Instant::now() < entry.reload_at || entry.reloading.swap(true, Ordering::AcqRel) {
+            return Lookup::Hit(entry.token.clone());
+        }
+        let mut reloads = self.reloads.lock().expect("reload queue poisoned");
+        reloads.push(id.to_owned());
+        if reloads.len() == 1 {
+            Lookup::HitStartingBatch(entry.token.clone())
+        } else {
+            Lookup::Hit(entry.token.clone())
+        }
+    }
+
+    /// The cached copy, if any, without queueing a re-read.
+    pub fn peek(&self, id: &str) -> Option<Arc<Token>> {
+        self.entries.get(id).map(|e| e.token.clone())
+    }
+
+    /// The tokens queued for a re-read since the last call.
+    pub fn take_reloads(&self) -> Vec<String> {
+        std::mem::take(&mut *self.reloads.lock().expect("reload queue poisoned"))
+    }
+
+    /// The write number a database read starts under; pass it to [`fill`](Self::fill).
+    pub fn generation(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Caches `token` as read under `generation`, unless it was written locally since.
+    pub fn fill(&self, token: Arc<Token>, generation: u64) {
+        let _guard = self.fill_or_forget.lock().expect("cache lock poisoned");
+        let id = token.id.as_str();
+        let written_since = self.all_written.load(Ordering::Acquire) > generation
+            || self.written.get(id).is_some_and(|at| at > generation);
+        if written_since {
+            self.entries.invalidate(id);
+            return;
+        }
+        let ttl = self.ttl.mul_f64(rand::thread_rng().gen_range(0.75..=1.0));
+        let entry = Entry {
+            reload_at: Instant::now() + ttl / 2,
+            ttl,
+            token: token.clone(),
+            reloading: AtomicBool::new(false),
+        };
+        self.entries.insert(token.id.to_string(), Arc::new(entry));
+    }
+
+    /// Drops the entry of a token that is gone from the database.
+    pub fn drop_entry(&self, id: &str) {
+        self.entries.invalidate(id);
+    }
+
+    /// Drops a token's entry around a local write (call before and after writing it).
+    pub fn forget(&self, id: &str) {
+        let _guard = self.fill_or_forget.lock().expect("cache lock poisoned");
+        let number = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
+        self.written.insert(id.to_owned(), number);
+        self.entries.invalidate(id);
+    }
+
+    pub fn forget_all(&self) {
+        let _guard = self.fill_or_forget.lock().expect("cache lock poisoned");
+        let number = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
+        self.all_written.store(number, Ordering::Release);
+        self.entries.invalidate_all();
+    }
+}
+
+struct EntryTtl;
+
+impl moka::Expiry<String, Arc<Entry>> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ProviderKey, TokenId, TokenStatus};
+
+    fn token(id: &str) -> Arc<Token> {
+        Arc::new(Token {
+            id: TokenId::parse(id).unwrap(),
+            tenant: None,
+            provider: ProviderKey::parse("zoho-us").unwrap(),
+            user_name: None,
+            client_id: None,
+            client_secret: None,
+            refresh_token: None,
+            access_token: None,
+            grant_token: None,
+            expiry_time: None,
+            granted_lifetime_ms: None,
+            redirect_url: None,
+            api_domain: None,
+            status: TokenStatus::Active,
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+
+    #[test]
+    fn a_read_from_before_a_write_does_not_fill_the_cache() {
+        let cache = AccessCache::new(Duration::from_secs(60));
+        let before = cache.generation();
+        cache.forget("a");
+        cache.fill(token("a"), before);
+        assert!(matches!(cache.lookup("a"), Lookup::Missing));
+        // Writes of other tokens do not hold this one back.
+        let before = cache.generation();
+        cache.forget("b");
+        cache.fill(token("a"), before);
+        assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
+        // delete_tokens holds back every read from before it.
+        let before = cache.generation();
+        cache.forget_all();
+        cache.fill(token("c"), before);
+        assert!(matches!(cache.lookup("c"), Lookup::Missing));
+    }
+
+    #[test]
+    fn past_half_its_life_one_reader_queues_a_reload_and_the_rest_are_served() {
+        let cache = AccessCache::new(Duration::from_millis(40));
+        cache.fill(token("a"), cache.generation());
+        cache.fill(token("b"), cache.generation());
+        assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
+        std::thread::sleep(Duration::from_millis(21));
+        assert!(matches!(cache.lookup("a"), Lookup::HitStartingBatch(_)));
+        assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
+        assert!(
+            matches!(cache.lookup("b"), Lookup::Hit(_)),
+            "joins the batch"
+        );
+        assert_eq!(cache.take_reloads(), ["a", "b"]);
+        cache.fill(token("a"), cache.generation());
+        assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
+        std::thread::sleep(Duration::from_millis(45));
+        assert!(
+            matches!(cache.lookup("a"), Lookup::Missing),
+            "gone after its ttl"
+        );
+    }
+}

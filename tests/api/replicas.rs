@@ -1,0 +1,150 @@
+//! Several brokers on one database, as replicas behind a load balancer. Each answers the
+//! access-token hot path from memory (`tokens.access_cache_ttl_ms`): its own writes show at
+//! once, another replica's within the cache's time to live, and a token in steady use is re-read
+//! in the background rather than expiring under its callers.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, Backend, TestApp};
+
+crate::on_every_backend!(
+    a_replicas_own_writes_show_at_once,
+    another_replicas_changes_show_within_the_cache_ttl,
+    a_token_in_steady_use_never_goes_back_to_an_older_value,
+);
+
+const TTL_MS: u64 = 400;
+
+async fn two_replicas(backend: Backend) -> (TestApp, TestApp) {
+    let a = spawn_app_with(backend, |s| s.tokens.access_cache_ttl_ms = TTL_MS).await;
+    let b = a.replica().await;
+    (a, b)
+}
+
+async fn seed(app: &TestApp) -> String {
+    let far = now_ms() + 3_600_000;
+    let t = app
+        .seed(
+            json!({ "user_name": "alice@example.com", "refresh_token": "rt-1",
+                      "access_token": "at-1", "expiry_time": far }),
+        )
+        .await;
+    t["id"].as_str().unwrap().to_owned()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The access token a replica hands out for `id`, or the status it answers instead.
+async fn access_token(app: &TestApp, id: &str) -> Result<String, StatusCode> {
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
+        .bearer_auth(app.jwt("tokens:access"))
+        .send()
+        .await
+        .unwrap();
+    if r.status() != StatusCode::OK {
+        return Err(r.status());
+    }
+    let body: Value = r.json().await.unwrap();
+    Ok(body["access_token"].as_str().unwrap().to_owned())
+}
+
+async fn save(app: &TestApp, body: Value) {
+    let r = app.save(&app.admin(), &body).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+}
+
+/// Polls `app` until it answers `want`; returns how long that took.
+async fn until_answers(app: &TestApp, id: &str, want: Result<&str, StatusCode>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = access_token(app, id).await;
+        if got.as_deref().map_err(|s| *s) == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_replicas_own_writes_show_at_once(backend: Backend) {
+    let (a, b) = two_replicas(backend).await;
+    let id = seed(&a).await;
+    assert_eq!(access_token(&a, &id).await, Ok("at-1".into()));
+
+    save(&a, json!({ "id": id, "access_token": "at-2" })).await;
+    assert_eq!(access_token(&a, &id).await, Ok("at-2".into()));
+
+    assert_eq!(a.delete_token(&a.admin(), &id).await.status(), 204);
+    assert_eq!(access_token(&a, &id).await, Err(StatusCode::NOT_FOUND));
+    b.stop().await;
+    a.stop().await;
+}
+
+async fn another_replicas_changes_show_within_the_cache_ttl(backend: Backend) {
+    let (a, b) = two_replicas(backend).await;
+    let id = seed(&a).await;
+    assert_eq!(access_token(&a, &id).await, Ok("at-1".into()));
+
+    // Polling every 20 ms, plus a request's own time: the bound is the TTL with some slack.
+    let bound = Duration::from_millis(TTL_MS + 300);
+
+    save(&b, json!({ "id": id, "access_token": "at-2" })).await;
+    let took = until_answers(&a, &id, Ok("at-2")).await;
+    assert!(took <= bound, "a new access token took {took:?}");
+
+    save(&b, json!({ "id": id, "status": "revoked" })).await;
+    let took = until_answers(&a, &id, Err(StatusCode::CONFLICT)).await;
+    assert!(took <= bound, "a revocation took {took:?}");
+
+    assert_eq!(b.delete_token(&b.admin(), &id).await.status(), 204);
+    let took = until_answers(&a, &id, Err(StatusCode::NOT_FOUND)).await;
+    assert!(took <= bound, "a deletion took {took:?}");
+    b.stop().await;
+    a.stop().await;
+}
+
+async fn a_token_in_steady_use_never_goes_back_to_an_older_value(backend: Backend) {
+    let (a, b) = two_replicas(backend).await;
+    let id = seed(&a).await;
+
+    // Steady use for several TTLs (the copy is re-read in the background meanwhile), with a
+    // change through the other replica and then one through this one along the way.
+    let mut seen: Vec<String> = Vec::new();
+    let started = Instant::now();
+    let mut saved_locally: Option<Instant> = None;
+    let mut saved_elsewhere = false;
+    loop {
+        let got = access_token(&a, &id).await.expect("served throughout");
+        if seen.last() != Some(&got) {
+            seen.push(got.clone());
+        }
+        if !saved_elsewhere && started.elapsed() > Duration::from_millis(TTL_MS) {
+            save(&b, json!({ "id": id, "access_token": "at-2" })).await;
+            saved_elsewhere = true;
+        } else if saved_locally.is_none() && got == "at-2" {
+            save(&a, json!({ "id": id, "access_token": "at-3" })).await;
+            saved_locally = Some(Instant::now());
+        }
+        if saved_locally.is_some_and(|at| at.elapsed() > Duration::from_millis(2 * TTL_MS)) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "seen {seen:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, ["at-1", "at-2", "at-3"]);
+    b.stop().await;
+    a.stop().await;
+}
