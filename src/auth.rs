@@ -109,7 +109,15 @@ pub struct Verifier {
     /// Callers already verified, by the SHA-256 of their JWT, with the JWT's `exp`: a JWT's
     /// verdict cannot change before it expires, so services that reuse one skip the signature
     /// check. Keyed by hash so no bearer token is kept in memory.
-    verified: moka::sync::Cache<[u8; 32], (Caller, u64)>,
+    verified: quick_cache::sync::Cache<[u8; 32], Verified>,
+}
+
+/// A remembered verdict: the caller, the JWT's `exp`, and when to check the signature again.
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
+    until: std::time::Instant,
 }
 
 /// How long a verified caller is remembered at most.
@@ -193,10 +201,7 @@ impl Verifier {
             issuer: non_empty(&settings.issuer),
             audience: non_empty(&settings.audience),
             leeway: settings.leeway_secs,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(VERIFIED_TTL)
-                .build(),
+            verified: quick_cache::sync::Cache::new(10_000),
         })
     }
 
@@ -205,14 +210,22 @@ impl Verifier {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        if let Some((caller, exp)) = self.verified.get(&key) {
-            if now <= exp + self.leeway {
-                return Ok(caller);
+        if let Some(v) = self.verified.get(&key) {
+            if now <= v.exp + self.leeway && std::time::Instant::now() < v.until {
+                return Ok(v.caller);
             }
-            self.verified.invalidate(&key);
+            self.verified.remove(&key);
         }
         let (caller, exp) = self.verify_signature(token)?;
-        self.verified.insert(key, (caller.clone(), exp));
+        let until = std::time::Instant::now() + VERIFIED_TTL;
+        self.verified.insert(
+            key,
+            Verified {
+                caller: caller.clone(),
+                exp,
+                until,
+            },
+        );
         Ok(caller)
     }
 

@@ -33,17 +33,21 @@ pub enum Lookup {
 struct Entry {
     token: Arc<Token>,
     reload_at: Instant,
-    ttl: Duration,
+    expires_at: Instant,
     reloading: AtomicBool,
 }
 
+/// Tokens kept at most (the least used go first when there are more).
+const CAPACITY: usize = 100_000;
+
 pub struct AccessCache {
-    entries: moka::sync::Cache<String, Arc<Entry>>,
+    entries: quick_cache::sync::Cache<String, Arc<Entry>>,
     ttl: Duration,
     /// Number of the last local write.
     writes: AtomicU64,
-    /// The number of each token's last local write (kept longer than any read can take).
-    written: moka::sync::Cache<String, u64>,
+    /// The number of each token's last local write (only the most recent many are kept: a read
+    /// never outlasts that many writes).
+    written: quick_cache::sync::Cache<String, u64>,
     /// The number of the last write of every token (delete_tokens).
     all_written: AtomicU64,
     /// Held while checking write numbers and inserting, and while numbering a write and
@@ -56,16 +60,10 @@ pub struct AccessCache {
 impl AccessCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .expire_after(EntryTtl)
-                .build(),
+            entries: quick_cache::sync::Cache::new(CAPACITY),
             ttl,
             writes: AtomicU64::new(0),
-            written: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(120))
-                .build(),
+            written: quick_cache::sync::Cache::new(CAPACITY),
             all_written: AtomicU64::new(0),
             fill_or_forget: Mutex::new(()),
             reloads: Mutex::new(Vec::new()),
@@ -76,7 +74,12 @@ impl AccessCache {
         let Some(entry) = self.entries.get(id) else {
             return Lookup::Missing;
         };
-        if Instant::now() < entry.reload_at || entry.reloading.swap(true, Ordering::AcqRel) {
+        let now = Instant::now();
+        if now >= entry.expires_at {
+            self.entries.remove(id);
+            return Lookup::Missing;
+        }
+        if now < entry.reload_at || entry.reloading.swap(true, Ordering::AcqRel) {
             return Lookup::Hit(entry.token.clone());
         }
         let mut reloads = self.reloads.lock().expect("reload queue poisoned");
@@ -90,7 +93,10 @@ impl AccessCache {
 
     /// The cached copy, if any, without queueing a re-read.
     pub fn peek(&self, id: &str) -> Option<Arc<Token>> {
-        self.entries.get(id).map(|e| e.token.clone())
+        self.entries
+            .get(id)
+            .filter(|e| Instant::now() < e.expires_at)
+            .map(|e| e.token.clone())
     }
 
     /// The tokens queued for a re-read since the last call.
@@ -110,13 +116,14 @@ impl AccessCache {
         let written_since = self.all_written.load(Ordering::Acquire) > generation
             || self.written.get(id).is_some_and(|at| at > generation);
         if written_since {
-            self.entries.invalidate(id);
+            self.entries.remove(id);
             return;
         }
         let ttl = self.ttl.mul_f64(rand::thread_rng().gen_range(0.75..=1.0));
+        let now = Instant::now();
         let entry = Entry {
-            reload_at: Instant::now() + ttl / 2,
-            ttl,
+            reload_at: now + ttl / 2,
+            expires_at: now + ttl,
             token: token.clone(),
             reloading: AtomicBool::new(false),
         };
@@ -125,7 +132,7 @@ impl AccessCache {
 
     /// Drops the entry of a token that is gone from the database.
     pub fn drop_entry(&self, id: &str) {
-        self.entries.invalidate(id);
+        self.entries.remove(id);
     }
 
     /// Drops a token's entry around a local write (call before and after writing it).
@@ -133,37 +140,14 @@ impl AccessCache {
         let _guard = self.fill_or_forget.lock().expect("cache lock poisoned");
         let number = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
         self.written.insert(id.to_owned(), number);
-        self.entries.invalidate(id);
+        self.entries.remove(id);
     }
 
     pub fn forget_all(&self) {
         let _guard = self.fill_or_forget.lock().expect("cache lock poisoned");
         let number = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
         self.all_written.store(number, Ordering::Release);
-        self.entries.invalidate_all();
-    }
-}
-
-struct EntryTtl;
-
-impl moka::Expiry<String, Arc<Entry>> for EntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
+        self.entries.clear();
     }
 }
 
