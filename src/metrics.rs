@@ -3,7 +3,8 @@
 //! Names: `http_requests_total{method,route,status}`, `http_request_duration_seconds{method,route}`,
 //! `token_refreshes_total{provider,outcome}`, `refresh_singleflight_waits_total{kind}`,
 //! `access_token_cache_total{result}` (hit = served from the store, miss = refreshed first),
-//! `tokens{status}` (computed when scraped).
+//! `token_cache_total{result}` (the in-memory token cache: hit, miss = read on the request path,
+//! reload = re-read in the background), `tokens{status}` (computed when scraped).
 
 use std::sync::OnceLock;
 
@@ -14,6 +15,29 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The counters every access-token request bumps, registered once (`counter!` looks its key up
+/// in the registry on every call).
+pub struct HotPath {
+    pub token_cache_hit: metrics::Counter,
+    pub token_cache_miss: metrics::Counter,
+    pub access_token_valid: metrics::Counter,
+    pub access_token_refreshed: metrics::Counter,
+}
+
+/// The hot-path counters (installing the recorder first, so they are never no-ops).
+pub fn hot_path() -> &'static HotPath {
+    static HOT: OnceLock<HotPath> = OnceLock::new();
+    HOT.get_or_init(|| {
+        handle();
+        HotPath {
+            token_cache_hit: metrics::counter!("token_cache_total", "result" => "hit"),
+            token_cache_miss: metrics::counter!("token_cache_total", "result" => "miss"),
+            access_token_valid: metrics::counter!("access_token_cache_total", "result" => "hit"),
+            access_token_refreshed: metrics::counter!("access_token_cache_total", "result" => "miss"),
+        }
+    })
+}
 
 /// The process's recorder handle, installing the recorder on first use.
 pub fn handle() -> PrometheusHandle {

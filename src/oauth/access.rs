@@ -56,10 +56,12 @@ impl OAuthService {
         let token = self.tokens().get_cached(tenancy, id).await?;
         ensure_usable(&token)?;
         let token = if valid_for(&token, self.now_ms(), min_validity_ms) {
-            metrics::counter!("access_token_cache_total", "result" => "hit").increment(1);
+            crate::metrics::hot_path().access_token_valid.increment(1);
             token
         } else {
-            metrics::counter!("access_token_cache_total", "result" => "miss").increment(1);
+            crate::metrics::hot_path()
+                .access_token_refreshed
+                .increment(1);
             Arc::new(self.refresh(tenancy, id, min_validity_ms, false).await?)
         };
         self.mark_used(&token);
@@ -330,23 +332,18 @@ impl OAuthService {
     /// minute per token and process; the marks are written in batches, off the request path.
     fn mark_used(&self, token: &Token) {
         let now = self.now_ms();
-        {
-            let mut marks = self.inner.used_marks.lock().expect("marks poisoned");
-            match marks.get(token.id.as_str()) {
-                Some(at) if now - at < USED_MARK_EVERY_MS => return,
-                _ => {
-                    if marks.len() > 100_000 {
-                        marks.clear();
-                    }
-                    marks.insert(token.id.to_string(), now);
-                }
+        let id = token.id.as_str();
+        if let Some(at) = self.inner.used_marks.get(id) {
+            if now - at < USED_MARK_EVERY_MS {
+                return;
             }
         }
+        self.inner.used_marks.insert(id.to_owned(), now);
         self.inner
             .unwritten_marks
             .lock()
             .expect("marks poisoned")
-            .push(token.id.to_string());
+            .push(id.to_owned());
     }
 
     /// Writes the use marks gathered since the last call, in a few statements. Runs every few

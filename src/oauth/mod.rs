@@ -59,7 +59,7 @@ struct Inner {
     /// and find the fresh token when their turn comes; the database lease covers other processes.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last wrote `last_used_at` per token (written at most once a minute).
-    used_marks: Mutex<HashMap<String, i64>>,
+    used_marks: quick_cache::sync::Cache<String, i64>,
     /// Tokens handed out whose `last_used_at` is not written yet.
     unwritten_marks: Mutex<Vec<String>>,
 }
@@ -78,7 +78,7 @@ impl OAuthService {
                 client,
                 settings,
                 locks: Mutex::new(HashMap::new()),
-                used_marks: Mutex::new(HashMap::new()),
+                used_marks: quick_cache::sync::Cache::new(100_000),
                 unwritten_marks: Mutex::new(Vec::new()),
             }),
         }

@@ -140,11 +140,11 @@ impl TokenService {
         };
         let token = match cache.lookup(id.as_str()) {
             Lookup::Hit(token) => {
-                metrics::counter!("token_cache_total", "result" => "hit").increment(1);
+                crate::metrics::hot_path().token_cache_hit.increment(1);
                 token
             }
             Lookup::HitStartingBatch(token) => {
-                metrics::counter!("token_cache_total", "result" => "hit").increment(1);
+                crate::metrics::hot_path().token_cache_hit.increment(1);
                 let (this, cache) = (self.clone(), cache.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(RELOAD_BATCH_WINDOW).await;
@@ -153,7 +153,7 @@ impl TokenService {
                 token
             }
             Lookup::Missing => {
-                metrics::counter!("token_cache_total", "result" => "miss").increment(1);
+                crate::metrics::hot_path().token_cache_miss.increment(1);
                 let generation = cache.generation();
                 let row = self
                     .store
