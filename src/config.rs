@@ -69,6 +69,11 @@ pub struct ProviderSettings {
     #[serde(default)]
     pub extra_authorize_params: BTreeMap<String, String>,
     pub pkce: Option<bool>,
+    /// The provider's issuer identifier (RFC 9207). When set, the login callback requires an
+    /// `iss` parameter equal to it, which stops mix-up attacks between providers; set it for
+    /// providers that send `iss` (their metadata says
+    /// `authorization_response_iss_parameter_supported`).
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

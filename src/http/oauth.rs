@@ -239,6 +239,8 @@ pub struct CallbackQuery {
     error: Option<String>,
     #[serde(rename = "accounts-server")]
     accounts_server: Option<String>,
+    /// RFC 9207: the issuer of the authorization response.
+    iss: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/oauth/callback", tag = "oauth", params(CallbackQuery),
@@ -264,6 +266,7 @@ pub async fn callback(
         state: q.state.filter(|s| !s.is_empty()).map(Secret::new),
         error: q.error,
         accounts_server: q.accounts_server,
+        iss: q.iss,
     };
     match state.oauth.callback(params).await {
         Ok(outcome) => {

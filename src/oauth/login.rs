@@ -48,6 +48,8 @@ pub struct CallbackParams {
     pub state: Option<Secret>,
     pub error: Option<String>,
     pub accounts_server: Option<String>,
+    /// RFC 9207: the issuer that sent the browser back.
+    pub iss: Option<String>,
 }
 
 /// A finished login.
@@ -343,18 +345,6 @@ impl OAuthService {
             &row.caller,
             Some(row.tenant.as_str()).filter(|t| !t.is_empty()),
         );
-        if let Some(error) = params.error {
-            return Err(Error::bad_request(
-                "login_refused",
-                format!(
-                    "the provider reported `{}`",
-                    error.chars().take(64).collect::<String>()
-                ),
-            ));
-        }
-        let code = params
-            .code
-            .ok_or_else(|| Error::bad_request("invalid_code", "the provider sent no code"))?;
         let provider_key = ProviderKey::parse(row.provider.clone())
             .map_err(|_| Error::Internal(anyhow::anyhow!("stored login has a bad provider")))?;
         let mut provider = self.providers().get(&provider_key).ok_or_else(|| {
@@ -373,6 +363,30 @@ impl OAuthService {
                     })?;
             }
         }
+        // RFC 9207: a response from another issuer than the one the login went to is a mix-up.
+        if let Some(issuer) = &provider.issuer {
+            if params.iss.as_deref() != Some(issuer.as_str()) {
+                return Err(Error::bad_request(
+                    "invalid_issuer",
+                    match params.iss {
+                        None => "the provider's answer names no issuer (iss), but this provider must",
+                        Some(_) => "the provider's answer names another issuer (iss) than the one the login went to",
+                    },
+                ));
+            }
+        }
+        if let Some(error) = params.error {
+            return Err(Error::bad_request(
+                "login_refused",
+                format!(
+                    "the provider reported `{}`",
+                    error.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        let code = params
+            .code
+            .ok_or_else(|| Error::bad_request("invalid_code", "the provider sent no code"))?;
         let verifier = row
             .code_verifier
             .as_ref()

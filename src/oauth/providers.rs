@@ -55,6 +55,8 @@ pub struct Provider {
     pub scopes: Vec<String>,
     pub extra_authorize_params: Vec<(String, String)>,
     pub pkce: bool,
+    /// RFC 9207 issuer identifier the login callback's `iss` must equal, when configured.
+    pub issuer: Option<String>,
 }
 
 fn parse_url(name: &str, value: &str) -> Result<Url, ConfigError> {
@@ -93,7 +95,15 @@ fn zoho(key: &str, accounts: &str, s: &ProviderSettings) -> Result<Provider, Con
         scopes: s.scopes.clone(),
         extra_authorize_params: extra,
         pkce: s.pkce.unwrap_or(false),
+        issuer: issuer(&name, s)?,
     })
+}
+
+fn issuer(name: &str, s: &ProviderSettings) -> Result<Option<String>, ConfigError> {
+    match s.issuer.as_deref().filter(|i| !i.is_empty()) {
+        None => Ok(None),
+        Some(i) => parse_url(&format!("{name}.issuer"), i).map(|_| Some(i.to_owned())),
+    }
 }
 
 fn secret(s: &ProviderSettings) -> Option<Secret> {
@@ -141,6 +151,7 @@ fn oauth2(key: &str, s: &ProviderSettings) -> Result<Provider, ConfigError> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         pkce: s.pkce.unwrap_or(true),
+        issuer: issuer(&name, s)?,
     })
 }
 

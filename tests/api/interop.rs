@@ -287,6 +287,8 @@ impl Interop {
                     // Without prompt=consent oidc-provider drops offline_access (OIDC Core §11).
                     extra_authorize_params: [("prompt".to_owned(), "consent".to_owned())].into(),
                     pkce: Some(true),
+                    // oidc-provider sends RFC 9207's `iss` on every authorization response.
+                    issuer: Some(issuer.clone()),
                     ..Default::default()
                 },
             );

@@ -24,6 +24,7 @@ crate::on_every_backend!(
     the_refresh_budget_stops_calls_to_the_provider,
     revoke_removes_the_token_at_the_provider_and_here,
     the_browser_login_stores_the_token_once,
+    a_login_answer_from_another_issuer_is_refused,
 );
 
 fn now_ms() -> i64 {
@@ -494,6 +495,55 @@ async fn the_browser_login_stores_the_token_once(backend: Backend) {
         .await
         .unwrap()
         .contains("dave@example.com is now connected to fake"));
+}
+
+/// RFC 9207: with `providers.<key>.issuer` set, the callback's `iss` must name that issuer, so a
+/// code from another provider (a mix-up attack) is never exchanged.
+async fn a_login_answer_from_another_issuer_is_refused(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let issuer = fake.uri();
+    let app = spawn_app_with(backend, |s| {
+        with_fake(s, &fake, "client_secret_basic");
+        s.providers.get_mut("fake").unwrap().issuer = Some(issuer.clone());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(grant("at-i", Some("rt-i"), 3600)))
+        .mount(&fake.server)
+        .await;
+    let callback = |state: &str, iss: Option<&str>| {
+        let mut url = url::Url::parse(&app.url("/v1/oauth/callback")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("code", "the-code")
+            .append_pair("state", state);
+        if let Some(iss) = iss {
+            url.query_pairs_mut().append_pair("iss", iss);
+        }
+        app.client.get(url).send()
+    };
+
+    for (iss, says) in [
+        (Some("https://evil.example.com"), "another issuer"),
+        (None, "names no issuer"),
+    ] {
+        let (state, _, _) = start_login(&app, "?provider=fake&user_name=erin@example.com").await;
+        let r = callback(&state, iss).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let page = r.text().await.unwrap();
+        assert!(page.contains(says), "{page}");
+    }
+    assert_eq!(
+        fake.calls("authorization_code").await,
+        0,
+        "no code exchanged"
+    );
+    assert_eq!(app.count().await, 0);
+
+    let (state, _, _) = start_login(&app, "?provider=fake&user_name=erin@example.com").await;
+    let r = callback(&state, Some(&issuer)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(app.count().await, 1);
 }
 
 #[tokio::test]
