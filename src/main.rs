@@ -98,6 +98,9 @@ enum ImportSource {
         /// Tenant of the imported tokens.
         #[arg(long)]
         tenant: Option<String>,
+        /// Ignore the file's ids: match by user_name, give new tokens generated ids.
+        #[arg(long)]
+        new_ids: bool,
     },
     /// A Zoho DBStore MySQL table.
     ZohoDb {
@@ -109,6 +112,9 @@ enum ImportSource {
         provider: String,
         #[arg(long)]
         tenant: Option<String>,
+        /// Ignore the table's ids: match by user_name, give new tokens generated ids.
+        #[arg(long)]
+        new_ids: bool,
     },
 }
 
@@ -322,8 +328,9 @@ mod ops {
                 file,
                 provider,
                 tenant,
+                new_ids,
             } => {
-                let options = options(provider, tenant)?;
+                let options = options(provider, tenant, new_ids)?;
                 (
                     import_csv(&tokens, &file, &options).await?,
                     file.display().to_string(),
@@ -334,8 +341,9 @@ mod ops {
                 table,
                 provider,
                 tenant,
+                new_ids,
             } => {
-                let options = options(provider, tenant)?;
+                let options = options(provider, tenant, new_ids)?;
                 (
                     import_mysql(&tokens, &url, &table, &options).await?,
                     format!("table `{table}`"),
@@ -354,10 +362,15 @@ mod ops {
         Ok(if report.rejected.is_empty() { 0 } else { 3 })
     }
 
-    fn options(provider: String, tenant: Option<String>) -> anyhow::Result<ImportOptions> {
+    fn options(
+        provider: String,
+        tenant: Option<String>,
+        new_ids: bool,
+    ) -> anyhow::Result<ImportOptions> {
         Ok(ImportOptions {
             provider: ProviderKey::parse(provider)?,
             tenant: tenant.map(TenantName::parse).transpose()?,
+            new_ids,
         })
     }
 }

@@ -47,7 +47,9 @@
 //! only within one store, while the broker's ids are global: a row whose `id` already belongs to a
 //! token of another tenant or another user is rejected instead of overwriting that token. A save
 //! the token store refuses (e.g. a conflict) rejects that row; an unreachable database stops the
-//! import with an error (what was saved stays saved; run it again).
+//! import with an error (what was saved stays saved; run it again). With `new_ids` (`--new-ids`)
+//! the source's ids are ignored: rows match stored tokens by user_name and provider, and new
+//! tokens get generated ids, so a second SDK store with overlapping ids imports cleanly.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -72,6 +74,9 @@ pub struct ImportOptions {
     pub provider: ProviderKey,
     /// Tenant of every imported token; `None` for no tenant.
     pub tenant: Option<TenantName>,
+    /// Ignore the source's ids: tokens are matched by user_name (and provider) and new ones get
+    /// generated ids. For stores whose small ids clash with tokens already in the broker.
+    pub new_ids: bool,
 }
 
 /// One refused row.
@@ -228,7 +233,7 @@ fn to_partial(raw: &RawFields, options: &ImportOptions) -> Result<PartialToken, 
             None
         }
     };
-    let id = text(Column::Id);
+    let id = text(Column::Id).filter(|_| !options.new_ids);
     let user_name = text(Column::UserName).or_else(|| text(Column::UserMail));
     let client_id = text(Column::ClientId);
     let client_secret = text(Column::ClientSecret);
@@ -763,6 +768,7 @@ mod tests {
         ImportOptions {
             provider: ProviderKey::parse("zoho-eu").unwrap(),
             tenant: Some(TenantName::parse("acme").unwrap()),
+            new_ids: false,
         }
     }
 

@@ -457,6 +457,23 @@ async fn db_import_reads_an_older_sdk_table_and_guards_ids(backend: Backend) {
     let someone = find(&app, json!({ "user_name": "someone@example.com" })).await;
     assert_eq!(someone["refresh_token"], "x", "left alone");
 
+    // --new-ids: the table's ids are ignored, so it imports beside those tokens, matching by
+    // user_name the second time.
+    let new_ids = [&args[..], &["--new-ids"]].concat();
+    cli.run(&new_ids)
+        .await
+        .assert_code(0)
+        .assert_stdout("2 created, 0 updated, 0 rejected");
+    cli.run(&new_ids)
+        .await
+        .assert_code(0)
+        .assert_stdout("0 created, 2 updated, 0 rejected");
+    let old = find(&app, json!({ "user_name": "old@example.com" })).await;
+    assert_ne!(old["id"], "1");
+    assert_eq!(old["refresh_token"], "1000.r.old-SECRET");
+    let someone = find(&app, json!({ "user_name": "someone@example.com" })).await;
+    assert_eq!(someone["refresh_token"], "x", "still left alone");
+
     // Without the clashing tokens the same table imports, twice.
     assert_eq!(
         app.delete_all(&app.admin(), "?confirm=all").await.status(),
