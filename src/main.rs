@@ -158,7 +158,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
+    let log_writer = telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -166,8 +166,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings));
+    drop(runtime);
+    // Everything logged is written before the last words below.
+    drop(log_writer);
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("token-broker: {e:#}");
             ExitCode::FAILURE
@@ -175,13 +179,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+/// Runs a command; returns the process exit code.
+async fn run(command: Command, settings: Settings) -> anyhow::Result<u8> {
     if let Command::Import { source } = command {
-        let code = ops::import(&settings, source).await?;
-        if code != 0 {
-            std::process::exit(code);
-        }
-        return Ok(());
+        return ops::import(&settings, source).await;
     }
     match command {
         Command::Serve => {
@@ -239,7 +240,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => ops::rotate_keys(&settings).await?,
         Command::Import { .. } | Command::Openapi => unreachable!("handled above"),
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The ops subcommands: thin wrappers that print what the library did.
@@ -321,7 +322,7 @@ mod ops {
     }
 
     /// Returns the process exit code: 0 when every row was imported, 3 when some were rejected.
-    pub async fn import(settings: &Settings, source: ImportSource) -> anyhow::Result<i32> {
+    pub async fn import(settings: &Settings, source: ImportSource) -> anyhow::Result<u8> {
         let tokens = open_token_service(settings).await?;
         let (report, what) = match source {
             ImportSource::ZohoCsv {
