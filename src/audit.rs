@@ -43,7 +43,7 @@ tokio::task_local! {
 pub async fn with_note<F: std::future::Future>(f: F) -> (F::Output, AuditNote) {
     NOTE.scope(RefCell::new(AuditNote::default()), async move {
         let out = f.await;
-        let note = NOTE.with(|n| n.borrow().clone());
+        let note = NOTE.with(|n| std::mem::take(&mut *n.borrow_mut()));
         (out, note)
     })
     .await
@@ -102,20 +102,41 @@ impl AuditLog {
     }
 }
 
-/// Folded access-token reads, by (caller, tenant, token id).
-type Folded = std::collections::HashMap<(String, String, Option<String>), AuditRow>;
+/// Folded access-token reads, by a hash of (caller, tenant, token id).
+type Folded = std::collections::HashMap<u64, AuditRow>;
 
-fn fold(folded: &mut Folded, row: AuditRow) {
-    let key = (row.caller.clone(), row.tenant.clone(), row.token_id.clone());
-    match folded.get_mut(&key) {
-        Some(first) => {
+/// Adds a read to its caller's and token's row; `Some(row)` hands back a read that cannot be
+/// folded (another triple with the same hash: written as a row of its own).
+fn fold(folded: &mut Folded, row: AuditRow) -> Option<AuditRow> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&row.caller, &row.tenant, &row.token_id).hash(&mut hasher);
+    match folded.entry(hasher.finish()) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            let first = e.get_mut();
+            if (&first.caller, &first.tenant, &first.token_id)
+                != (&row.caller, &row.tenant, &row.token_id)
+            {
+                return Some(row);
+            }
             first.occurrences += row.occurrences;
             first.last_at = Some(row.at);
+            None
         }
-        None => {
-            folded.insert(key, row);
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(with_id(row));
+            None
         }
     }
+}
+
+/// Gives an event its id as the collector takes it in: ids (uuid v7) then follow the order
+/// events were recorded in, and folded reads need only one.
+fn with_id(mut row: AuditRow) -> AuditRow {
+    if row.id.is_empty() {
+        row.id = uuid::Uuid::now_v7().to_string();
+    }
+    row
 }
 
 /// What the collector hands the database writer.
@@ -153,9 +174,16 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
             window_ends = tokio::time::Instant::now() + READ_WINDOW;
         }
         match msg {
-            Msg::Event(row) if is_foldable(&row) => fold(&mut folded, *row),
             Msg::Event(row) => {
-                batch.push(*row);
+                let row = if is_foldable(&row) {
+                    match fold(&mut folded, *row) {
+                        None => continue,
+                        Some(row) => row,
+                    }
+                } else {
+                    *row
+                };
+                batch.push(with_id(row));
                 // Send full batches at once, the rest when the queue is momentarily empty.
                 if batch.len() >= BATCH || rx.is_empty() {
                     let _ = work_tx.send(hand_over(&mut batch)).await;

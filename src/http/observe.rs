@@ -78,7 +78,8 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         state
             .audit
             .record(AuditRow {
-                id: uuid::Uuid::now_v7().to_string(),
+                // Given by the audit writer.
+                id: String::new(),
                 at: state.tokens.now_ms(),
                 caller: note.caller.unwrap_or_else(|| "anonymous".into()),
                 tenant: note.tenant.unwrap_or_default(),

@@ -5,6 +5,7 @@ use super::{Arg, Backend, Store, StoreError};
 /// One audit record, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditRow {
+    /// Given by the audit collector when empty (uuid v7, in the order events were recorded).
     pub id: String,
     pub at: i64,
     pub caller: String,
