@@ -4,10 +4,13 @@
 //! so the hot path never waits on an audit INSERT. No secret is ever part of an event.
 //!
 //! Successful access-token reads, the hot path, are folded: one row per caller and token every
-//! [`READ_WINDOW`], with `occurrences` and the time of the first and the last read. Everything
-//! else — failures, refusals, writes, reads of secrets — is one row per call.
+//! [`READ_WINDOW`], with `occurrences` and the time of the first and the last read. They are
+//! folded where they are recorded, in a map the writer empties every window, so a read costs a
+//! map lookup, not a message and a task wake-up. Everything else — failures, refusals, writes,
+//! reads of secrets — is one row per call, through the channel.
 
 use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -78,16 +81,34 @@ enum Msg {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
+    /// Successful access-token reads of the current window, folded.
+    reads: Arc<Mutex<Folded>>,
 }
 
 impl AuditLog {
     /// Starts the writer. It ends, after writing everything queued, when every handle is dropped.
     pub fn start(store: Store) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx }, tokio::spawn(writer(store, rx)))
+        let reads = Arc::new(Mutex::new(Folded::new()));
+        (
+            Self {
+                tx,
+                reads: reads.clone(),
+            },
+            tokio::spawn(writer(store, rx, reads)),
+        )
     }
 
     pub async fn record(&self, row: AuditRow) {
+        let row = if is_foldable(&row) {
+            let mut reads = self.reads.lock().expect("audit reads poisoned");
+            match fold(&mut reads, row) {
+                None => return,
+                Some(row) => row,
+            }
+        } else {
+            row
+        };
         if self.tx.send(Msg::Event(Box::new(row))).await.is_err() {
             tracing::error!("audit writer is gone; an audit event was not recorded");
         }
@@ -130,8 +151,8 @@ fn fold(folded: &mut Folded, row: AuditRow) -> Option<AuditRow> {
     }
 }
 
-/// Gives an event its id as the collector takes it in: ids (uuid v7) then follow the order
-/// events were recorded in, and folded reads need only one.
+/// Gives an event its id as it is taken in (folded, or by the collector): ids (uuid v7) then
+/// follow the order events were recorded in, and folded reads need only one.
 fn with_id(mut row: AuditRow) -> AuditRow {
     if row.id.is_empty() {
         row.id = uuid::Uuid::now_v7().to_string();
@@ -149,54 +170,47 @@ enum Work {
 /// Batches handed to the database writer and not written yet (backpressure beyond that).
 const PENDING_BATCHES: usize = 256;
 
-/// Collects events, folds access-token reads and hands batches to the database writer, so the
-/// queue keeps draining while a batch is being written.
-async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
+/// Collects events and hands batches to the database writer, so the queue keeps draining while
+/// a batch is being written; every [`READ_WINDOW`] it hands over the folded reads as well.
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>, reads: Arc<Mutex<Folded>>) {
     let (work_tx, work_rx) = mpsc::channel(PENDING_BATCHES);
     let db = tokio::spawn(database_writer(store, work_rx));
     let mut batch = Vec::with_capacity(BATCH);
-    let mut folded = Folded::new();
-    let mut window_ends = tokio::time::Instant::now() + READ_WINDOW;
+    let take_reads = || -> Vec<AuditRow> {
+        let mut reads = reads.lock().expect("audit reads poisoned");
+        reads.drain().map(|(_, row)| row).collect()
+    };
     let hand_over = |rows: &mut Vec<AuditRow>| Work::Rows(std::mem::take(rows));
+    let mut window = tokio::time::interval(READ_WINDOW);
+    window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    window.tick().await;
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            () = tokio::time::sleep_until(window_ends), if !folded.is_empty() => {
-                let rows: Vec<AuditRow> = folded.drain().map(|(_, row)| row).collect();
-                for chunk in rows.chunks(BATCH) {
+            _ = window.tick() => {
+                for chunk in take_reads().chunks(BATCH) {
                     let _ = work_tx.send(Work::Rows(chunk.to_vec())).await;
                 }
                 continue;
             }
         };
         let Some(msg) = msg else { break };
-        if folded.is_empty() {
-            window_ends = tokio::time::Instant::now() + READ_WINDOW;
-        }
         match msg {
             Msg::Event(row) => {
-                let row = if is_foldable(&row) {
-                    match fold(&mut folded, *row) {
-                        None => continue,
-                        Some(row) => row,
-                    }
-                } else {
-                    *row
-                };
-                batch.push(with_id(row));
+                batch.push(with_id(*row));
                 // Send full batches at once, the rest when the queue is momentarily empty.
                 if batch.len() >= BATCH || rx.is_empty() {
                     let _ = work_tx.send(hand_over(&mut batch)).await;
                 }
             }
             Msg::Flush(done) => {
-                batch.extend(folded.drain().map(|(_, row)| row));
+                batch.extend(take_reads());
                 let _ = work_tx.send(hand_over(&mut batch)).await;
                 let _ = work_tx.send(Work::Flushed(done)).await;
             }
         }
     }
-    batch.extend(folded.drain().map(|(_, row)| row));
+    batch.extend(take_reads());
     let _ = work_tx.send(hand_over(&mut batch)).await;
     drop(work_tx);
     let _ = db.await;

@@ -6,7 +6,8 @@
 //! `token_cache_total{result}` (the in-memory token cache: hit, miss = read on the request path,
 //! reload = re-read in the background), `tokens{status}` (computed when scraped).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -37,6 +38,77 @@ pub fn hot_path() -> &'static HotPath {
             access_token_refreshed: metrics::counter!("access_token_cache_total", "result" => "miss"),
         }
     })
+}
+
+/// The handles of one route: a request counter per method and status, a latency histogram per
+/// method.
+#[derive(Default)]
+struct RouteHandles {
+    requests: Vec<(axum::http::Method, u16, metrics::Counter)>,
+    durations: Vec<(axum::http::Method, metrics::Histogram)>,
+}
+
+/// `http_requests_total` and `http_request_duration_seconds` of every route, registered on a
+/// route's first request: after that, a request costs two lookups under a read lock, not two
+/// label sets allocated and looked up in the registry.
+pub fn record_request(
+    method: &axum::http::Method,
+    route: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    static ROUTES: OnceLock<RwLock<HashMap<String, RouteHandles>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        handle();
+        RwLock::default()
+    });
+    let found = {
+        let routes = routes.read().expect("route metrics poisoned");
+        routes.get(route).and_then(|r| {
+            let requests = r
+                .requests
+                .iter()
+                .find(|(m, s, _)| m == method && *s == status);
+            let duration = r.durations.iter().find(|(m, _)| m == method);
+            Some((requests?.2.clone(), duration?.1.clone()))
+        })
+    };
+    let (requests, duration) = found.unwrap_or_else(|| {
+        let mut routes = routes.write().expect("route metrics poisoned");
+        let r = routes.entry(route.to_owned()).or_default();
+        let requests = match r
+            .requests
+            .iter()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some((_, _, c)) => c.clone(),
+            None => {
+                let c = metrics::counter!(
+                    "http_requests_total",
+                    "method" => method.to_string(),
+                    "route" => route.to_owned(),
+                    "status" => status.to_string()
+                );
+                r.requests.push((method.clone(), status, c.clone()));
+                c
+            }
+        };
+        let duration = match r.durations.iter().find(|(m, _)| m == method) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = metrics::histogram!(
+                    "http_request_duration_seconds",
+                    "method" => method.to_string(),
+                    "route" => route.to_owned()
+                );
+                r.durations.push((method.clone(), h.clone()));
+                h
+            }
+        };
+        (requests, duration)
+    });
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
 }
 
 /// The process's recorder handle, installing the recorder on first use.

@@ -35,69 +35,60 @@ pub fn audit_action(method: &Method, route: &str) -> Option<&'static str> {
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(64).collect::<String>());
-
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let Some(action) = audit_action(&method, route) else {
+        let response = next.run(req).await;
+        crate::metrics::record_request(
+            &method,
+            route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        return response;
+    };
+    let request_id = req.headers().get("x-request-id").cloned();
     // Attempts refused before the handler ran (401) still name the token they aimed at; the path
     // is only parsed for them (the handler notes the id of every call it runs).
-    let path = route
-        .starts_with("/v1/tokens/{id}")
-        .then(|| req.uri().path().to_owned());
+    let uri = req.uri().clone();
 
     let (response, note) = audit::with_note(next.run(req)).await;
 
     let status = response.status();
-    metrics::counter!(
-        "http_requests_total",
-        "method" => method.to_string(),
-        "route" => route.clone(),
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "http_request_duration_seconds",
-        "method" => method.to_string(),
-        "route" => route.clone()
-    )
-    .record(started.elapsed().as_secs_f64());
+    crate::metrics::record_request(&method, route, status.as_u16(), started.elapsed());
 
-    if let Some(action) = audit_action(&method, &route) {
-        let outcome = match response.extensions().get::<ErrorCode>() {
-            Some(ErrorCode(code)) => *code,
-            None if status.is_client_error() || status.is_server_error() => "error",
-            None => "ok",
-        };
-        state
-            .audit
-            .record(AuditRow {
-                // Given by the audit writer.
-                id: String::new(),
-                at: state.tokens.now_ms(),
-                caller: note.caller.unwrap_or_else(|| "anonymous".into()),
-                tenant: note.tenant.unwrap_or_default(),
-                token_id: note.token_id.or_else(|| {
-                    path.as_deref()
-                        .and_then(|p| p.split('/').nth(3))
-                        .filter(|id| crate::domain::TokenId::parse(*id).is_ok())
-                        .map(str::to_owned)
-                }),
-                action: action.into(),
-                outcome: outcome.into(),
-                status: i64::from(status.as_u16()),
-                detail: note.detail.map(str::to_owned),
-                request_id,
-                occurrences: 1,
-                last_at: None,
-            })
-            .await;
-    }
+    let outcome = match response.extensions().get::<ErrorCode>() {
+        Some(ErrorCode(code)) => *code,
+        None if status.is_client_error() || status.is_server_error() => "error",
+        None => "ok",
+    };
+    state
+        .audit
+        .record(AuditRow {
+            // Given by the audit writer.
+            id: String::new(),
+            at: state.tokens.now_ms(),
+            caller: note.caller.unwrap_or_else(|| "anonymous".into()),
+            tenant: note.tenant.unwrap_or_default(),
+            token_id: note.token_id.or_else(|| {
+                route
+                    .starts_with("/v1/tokens/{id}")
+                    .then(|| uri.path().split('/').nth(3))
+                    .flatten()
+                    .filter(|id| crate::domain::TokenId::parse(*id).is_ok())
+                    .map(str::to_owned)
+            }),
+            action: action.into(),
+            outcome: outcome.into(),
+            status: i64::from(status.as_u16()),
+            detail: note.detail.map(str::to_owned),
+            request_id: request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(64).collect()),
+            occurrences: 1,
+            last_at: None,
+        })
+        .await;
     response
 }
