@@ -4,9 +4,10 @@
 //! so the hot path never waits on an audit INSERT. No secret is ever part of an event.
 //!
 //! Successful access-token reads, the hot path, are folded: one row per caller and token every
-//! [`READ_WINDOW`], with `occurrences` and the time of the first and the last read. They are
-//! folded where they are recorded, in a map the writer empties every window, so a read costs a
-//! map lookup, not a message and a task wake-up. Everything else — failures, refusals, writes,
+//! [`READ_WINDOW`] at most, with `occurrences` and the time of the first and the last read. They
+//! are folded where they are recorded, so a read costs a map lookup, not a message and a task
+//! wake-up; the writer takes them a slice at a time, so their rows reach the database as an even
+//! flow rather than in one burst per window. Everything else — failures, refusals, writes,
 //! reads of secrets — is one row per call, through the channel.
 
 use std::cell::RefCell;
@@ -82,14 +83,14 @@ enum Msg {
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     /// Successful access-token reads of the current window, folded.
-    reads: Arc<Mutex<Folded>>,
+    reads: Arc<FoldedReads>,
 }
 
 impl AuditLog {
     /// Starts the writer. It ends, after writing everything queued, when every handle is dropped.
     pub fn start(store: Store) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let reads = Arc::new(Mutex::new(Folded::new()));
+        let reads = Arc::new(FoldedReads::default());
         (
             Self {
                 tx,
@@ -101,8 +102,7 @@ impl AuditLog {
 
     pub async fn record(&self, row: AuditRow) {
         let row = if is_foldable(&row) {
-            let mut reads = self.reads.lock().expect("audit reads poisoned");
-            match fold(&mut reads, row) {
+            match self.reads.fold(row) {
                 None => return,
                 Some(row) => row,
             }
@@ -126,28 +126,62 @@ impl AuditLog {
 /// Folded access-token reads, by a hash of (caller, tenant, token id).
 type Folded = std::collections::HashMap<u64, AuditRow>;
 
-/// Adds a read to its caller's and token's row; `Some(row)` hands back a read that cannot be
-/// folded (another triple with the same hash: written as a row of its own).
-fn fold(folded: &mut Folded, row: AuditRow) -> Option<AuditRow> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&row.caller, &row.tenant, &row.token_id).hash(&mut hasher);
-    match folded.entry(hasher.finish()) {
-        std::collections::hash_map::Entry::Occupied(mut e) => {
-            let first = e.get_mut();
-            if (&first.caller, &first.tenant, &first.token_id)
-                != (&row.caller, &row.tenant, &row.token_id)
-            {
-                return Some(row);
+/// Into how many slices folded reads are cut; the writer takes one every
+/// `READ_WINDOW / SLICES`.
+const SLICES: usize = 20;
+
+/// Successful access-token reads being folded, in [`SLICES`] slices by their hash (each with
+/// its own lock).
+struct FoldedReads {
+    slices: Vec<Mutex<Folded>>,
+}
+
+impl Default for FoldedReads {
+    fn default() -> Self {
+        Self {
+            slices: (0..SLICES).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl FoldedReads {
+    /// Adds a read to its caller's and token's row; `Some(row)` hands back a read that cannot
+    /// be folded (another triple with the same hash: written as a row of its own).
+    fn fold(&self, row: AuditRow) -> Option<AuditRow> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&row.caller, &row.tenant, &row.token_id).hash(&mut hasher);
+        let key = hasher.finish();
+        let mut slice = self.slices[(key % SLICES as u64) as usize]
+            .lock()
+            .expect("audit reads poisoned");
+        match slice.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let first = e.get_mut();
+                if (&first.caller, &first.tenant, &first.token_id)
+                    != (&row.caller, &row.tenant, &row.token_id)
+                {
+                    return Some(row);
+                }
+                first.occurrences += row.occurrences;
+                first.last_at = Some(row.at);
+                None
             }
-            first.occurrences += row.occurrences;
-            first.last_at = Some(row.at);
-            None
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(with_id(row));
+                None
+            }
         }
-        std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(with_id(row));
-            None
-        }
+    }
+
+    /// The rows of one slice, which starts again empty.
+    fn take(&self, slice: usize) -> Vec<AuditRow> {
+        let taken = std::mem::take(&mut *self.slices[slice].lock().expect("audit reads poisoned"));
+        taken.into_values().collect()
+    }
+
+    fn take_all(&self) -> Vec<AuditRow> {
+        (0..SLICES).flat_map(|slice| self.take(slice)).collect()
     }
 }
 
@@ -171,26 +205,25 @@ enum Work {
 const PENDING_BATCHES: usize = 256;
 
 /// Collects events and hands batches to the database writer, so the queue keeps draining while
-/// a batch is being written; every [`READ_WINDOW`] it hands over the folded reads as well.
-async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>, reads: Arc<Mutex<Folded>>) {
+/// a batch is being written; every `READ_WINDOW / SLICES` it hands over a slice of the folded
+/// reads as well.
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>, reads: Arc<FoldedReads>) {
     let (work_tx, work_rx) = mpsc::channel(PENDING_BATCHES);
     let db = tokio::spawn(database_writer(store, work_rx));
     let mut batch = Vec::with_capacity(BATCH);
-    let take_reads = || -> Vec<AuditRow> {
-        let mut reads = reads.lock().expect("audit reads poisoned");
-        reads.drain().map(|(_, row)| row).collect()
-    };
     let hand_over = |rows: &mut Vec<AuditRow>| Work::Rows(std::mem::take(rows));
-    let mut window = tokio::time::interval(READ_WINDOW);
-    window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    window.tick().await;
+    let mut tick = tokio::time::interval(READ_WINDOW / SLICES as u32);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut next_slice = 0;
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            _ = window.tick() => {
-                for chunk in take_reads().chunks(BATCH) {
+            _ = tick.tick() => {
+                for chunk in reads.take(next_slice).chunks(BATCH) {
                     let _ = work_tx.send(Work::Rows(chunk.to_vec())).await;
                 }
+                next_slice = (next_slice + 1) % SLICES;
                 continue;
             }
         };
@@ -204,13 +237,13 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>, reads: Arc<Mutex<Fold
                 }
             }
             Msg::Flush(done) => {
-                batch.extend(take_reads());
+                batch.extend(reads.take_all());
                 let _ = work_tx.send(hand_over(&mut batch)).await;
                 let _ = work_tx.send(Work::Flushed(done)).await;
             }
         }
     }
-    batch.extend(take_reads());
+    batch.extend(reads.take_all());
     let _ = work_tx.send(hand_over(&mut batch)).await;
     drop(work_tx);
     let _ = db.await;

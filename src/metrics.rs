@@ -4,7 +4,8 @@
 //! `token_refreshes_total{provider,outcome}`, `refresh_singleflight_waits_total{kind}`,
 //! `access_token_cache_total{result}` (hit = served from the store, miss = refreshed first),
 //! `token_cache_total{result}` (the in-memory token cache: hit, miss = read on the request path,
-//! reload = re-read in the background), `tokens{status}` (computed when scraped).
+//! recheck = confirmed unchanged in the background, reload = changed and re-read in the
+//! background), `tokens{status}` (computed when scraped).
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};

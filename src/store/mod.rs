@@ -20,7 +20,7 @@ pub use audit::{AuditFilter, AuditRow};
 pub use refresh::{DueToken, RefreshState};
 pub use sql::Arg;
 pub use states::StateRow;
-pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow};
+pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -84,7 +84,7 @@ impl Store {
              refresh_token_hash = ?, access_token = ?, access_token_hash = ?, grant_token = ?, \
              grant_token_hash = ?, expiry_time = ?, granted_lifetime_ms = ?, api_domain = ?, \
              status = ?, key_id = ?, \
-             updated_at = ?, \
+             updated_at = ?, version = version + 1, \
              lease_until = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until END, \
              lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END \
              WHERE id = ?";

@@ -1,5 +1,6 @@
 //! The `oauth_tokens` table: rows as stored (ciphertexts and lookup hashes, never plaintext).
 
+use super::sql::AnyRow;
 use super::{Arg, Backend, Store, StoreError};
 
 /// One row of `oauth_tokens`, exactly as stored.
@@ -26,12 +27,28 @@ pub struct TokenRow {
     pub key_id: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Changes with every write of the row (set by the database; ignored when writing).
+    pub version: i64,
 }
 
+/// A token's id and version.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenVersion {
+    pub id: String,
+    pub version: i64,
+}
+
+/// The columns a write sets (`version` is the database's).
 const COLUMNS: &str = "id, tenant, provider, user_name, client_id, client_secret, \
     refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
     grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, key_id, \
     created_at, updated_at";
+
+/// The columns of a SELECT of whole rows.
+const SELECT_COLUMNS: &str = "id, tenant, provider, user_name, client_id, client_secret, \
+    refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
+    grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, key_id, \
+    created_at, updated_at, version";
 
 /// The same columns for SELECT on MySQL: its binary (case-sensitive) collations mark text
 /// columns BINARY, which sqlx will not decode as `String`; a CAST gives them a text collation.
@@ -42,7 +59,8 @@ const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, CAST(tenant AS CHAR) AS ten
     CAST(access_token_hash AS CHAR) AS access_token_hash, grant_token, \
     CAST(grant_token_hash AS CHAR) AS grant_token_hash, expiry_time, granted_lifetime_ms, \
     CAST(redirect_url AS CHAR) AS redirect_url, CAST(api_domain AS CHAR) AS api_domain, \
-    CAST(status AS CHAR) AS status, CAST(key_id AS CHAR) AS key_id, created_at, updated_at";
+    CAST(status AS CHAR) AS status, CAST(key_id AS CHAR) AS key_id, created_at, updated_at, \
+    version";
 
 /// Which tenants an operation may touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +115,7 @@ impl Store {
     fn columns(&self) -> &'static str {
         match self.backend() {
             Backend::MySql => MYSQL_COLUMNS,
-            _ => COLUMNS,
+            _ => SELECT_COLUMNS,
         }
     }
 
@@ -112,15 +130,31 @@ impl Store {
         self.fetch_optional(&sql, args).await
     }
 
-    /// The tokens of `ids` that exist, in any tenant. Queries take a fixed number of ids (the
-    /// last one repeated), so the database sees one statement however many are asked for.
+    /// The tokens of `ids` that exist, in any tenant.
     pub async fn tokens_by_ids(&self, ids: &[String]) -> Result<Vec<TokenRow>, StoreError> {
+        self.rows_by_ids(self.columns(), ids).await
+    }
+
+    /// The `version` of each token of `ids` that exists, in any tenant: what a cached copy is
+    /// checked against.
+    pub async fn token_versions(&self, ids: &[String]) -> Result<Vec<TokenVersion>, StoreError> {
+        let columns = match self.backend() {
+            Backend::MySql => "CAST(id AS CHAR) AS id, version",
+            _ => "id, version",
+        };
+        self.rows_by_ids(columns, ids).await
+    }
+
+    /// `columns` of the rows of `ids`. Queries take a fixed number of ids (the last one
+    /// repeated), so the database sees one statement however many are asked for.
+    async fn rows_by_ids<T: AnyRow>(
+        &self,
+        columns: &str,
+        ids: &[String],
+    ) -> Result<Vec<T>, StoreError> {
         const IDS_PER_QUERY: usize = 50;
         let placeholders = vec!["?"; IDS_PER_QUERY].join(", ");
-        let sql = format!(
-            "SELECT {} FROM oauth_tokens WHERE id IN ({placeholders})",
-            self.columns()
-        );
+        let sql = format!("SELECT {columns} FROM oauth_tokens WHERE id IN ({placeholders})");
         let mut rows = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(IDS_PER_QUERY) {
             let last = chunk.last().expect("chunks are never empty");
@@ -130,7 +164,7 @@ impl Store {
                 .take(IDS_PER_QUERY)
                 .map(|id| Arg::from(id.as_str()))
                 .collect();
-            rows.extend(self.fetch_all::<TokenRow>(&sql, args).await?);
+            rows.extend(self.fetch_all::<T>(&sql, args).await?);
         }
         Ok(rows)
     }
@@ -180,10 +214,13 @@ impl Store {
     /// Inserts a new row; [`StoreError::Conflict`] if its id or (tenant, provider, user) is taken.
     pub async fn insert_token(&self, row: TokenRow) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO oauth_tokens ({COLUMNS}) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO oauth_tokens ({COLUMNS}, version) VALUES \
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
-        self.execute(&sql, row_args(row, true)).await.map(|_| ())
+        let mut args = row_args(row, true);
+        // Random, far from overflowing: a re-created token does not repeat its old numbers.
+        args.push(Arg::from(rand::random::<i64>() >> 2));
+        self.execute(&sql, args).await.map(|_| ())
     }
 
     /// Overwrites every stored field of the row with this id. Returns false if it is gone.
@@ -192,7 +229,7 @@ impl Store {
              client_id = ?, client_secret = ?, refresh_token = ?, refresh_token_hash = ?, \
              access_token = ?, access_token_hash = ?, grant_token = ?, grant_token_hash = ?, \
              expiry_time = ?, granted_lifetime_ms = ?, redirect_url = ?, api_domain = ?, \
-             status = ?, key_id = ?, updated_at = ? WHERE id = ?";
+             status = ?, key_id = ?, updated_at = ?, version = version + 1 WHERE id = ?";
         Ok(self.execute(sql, row_args(row, false)).await? > 0)
     }
 
@@ -205,7 +242,7 @@ impl Store {
         read_updated_at: i64,
     ) -> Result<bool, StoreError> {
         let sql = "UPDATE oauth_tokens SET client_secret = ?, refresh_token = ?, \
-             access_token = ?, grant_token = ?, key_id = ? \
+             access_token = ?, grant_token = ?, key_id = ?, version = version + 1 \
              WHERE id = ? AND key_id = ? AND updated_at = ?";
         let args = vec![
             Arg::from(row.client_secret),

@@ -2,10 +2,11 @@
 //!
 //! An entry lives for about the configured time to live (jittered, so entries filled together do
 //! not expire together). Past half of it, the next read is still answered from memory and queues
-//! the token for a re-read; queued tokens are re-read in batches, one query for many tokens. A
-//! token in steady use is never waited on, the database sees a few queries a second rather than
-//! one per token, and no copy is older than the time to live (how long a change made through
-//! another replica can go unseen here).
+//! the token for a re-check; queued tokens are checked in batches, one query for many tokens,
+//! and only the row's `version` is read: an unchanged token gets a new lease of life, a changed
+//! one is read again whole. A token in steady use is never waited on, the database sees a few
+//! small queries a second rather than one per token, and no copy is older than the time to
+//! live (how long a change made through another replica can go unseen here).
 //!
 //! Local writes drop the entry. A database read that started before a local write of the same
 //! token may not fill the cache after it: writes are numbered, and a fill carries the number its
@@ -32,6 +33,8 @@ pub enum Lookup {
 
 struct Entry {
     token: Arc<Token>,
+    /// The row's `version` the copy was read at, when known.
+    version: Option<i64>,
     reload_at: Instant,
     expires_at: Instant,
     reloading: AtomicBool,
@@ -109,8 +112,9 @@ impl AccessCache {
         self.writes.load(Ordering::Acquire)
     }
 
-    /// Caches `token` as read under `generation`, unless it was written locally since.
-    pub fn fill(&self, token: Arc<Token>, generation: u64) {
+    /// Caches `token` (its row at `version`, when known) as read under `generation`, unless it
+    /// was written locally since.
+    pub fn fill(&self, token: Arc<Token>, version: Option<i64>, generation: u64) {
         let _guard = self.fill_or_forget.lock().expect("cache lock poisoned");
         let id = token.id.as_str();
         let written_since = self.all_written.load(Ordering::Acquire) > generation
@@ -125,9 +129,22 @@ impl AccessCache {
             reload_at: now + ttl / 2,
             expires_at: now + ttl,
             token: token.clone(),
+            version,
             reloading: AtomicBool::new(false),
         };
         self.entries.insert(token.id.to_string(), Arc::new(entry));
+    }
+
+    /// Keeps the cached copy for another time to live if the row is still at the version it was
+    /// read at (checked under `generation`). False when the token has to be read again.
+    pub fn renew(&self, id: &str, version: i64, generation: u64) -> bool {
+        match self.entries.get(id) {
+            Some(entry) if entry.version == Some(version) => {
+                self.fill(entry.token.clone(), entry.version, generation);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops the entry of a token that is gone from the database.
@@ -182,25 +199,25 @@ mod tests {
         let cache = AccessCache::new(Duration::from_secs(60));
         let before = cache.generation();
         cache.forget("a");
-        cache.fill(token("a"), before);
+        cache.fill(token("a"), None, before);
         assert!(matches!(cache.lookup("a"), Lookup::Missing));
         // Writes of other tokens do not hold this one back.
         let before = cache.generation();
         cache.forget("b");
-        cache.fill(token("a"), before);
+        cache.fill(token("a"), None, before);
         assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
         // delete_tokens holds back every read from before it.
         let before = cache.generation();
         cache.forget_all();
-        cache.fill(token("c"), before);
+        cache.fill(token("c"), None, before);
         assert!(matches!(cache.lookup("c"), Lookup::Missing));
     }
 
     #[test]
     fn past_half_its_life_one_reader_queues_a_reload_and_the_rest_are_served() {
         let cache = AccessCache::new(Duration::from_millis(40));
-        cache.fill(token("a"), cache.generation());
-        cache.fill(token("b"), cache.generation());
+        cache.fill(token("a"), None, cache.generation());
+        cache.fill(token("b"), None, cache.generation());
         assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
         std::thread::sleep(Duration::from_millis(21));
         assert!(matches!(cache.lookup("a"), Lookup::HitStartingBatch(_)));
@@ -210,7 +227,7 @@ mod tests {
             "joins the batch"
         );
         assert_eq!(cache.take_reloads(), ["a", "b"]);
-        cache.fill(token("a"), cache.generation());
+        cache.fill(token("a"), None, cache.generation());
         assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
         std::thread::sleep(Duration::from_millis(45));
         assert!(

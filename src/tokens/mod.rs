@@ -160,8 +160,9 @@ impl TokenService {
                     .token_by_id(id.as_str(), &TenantFilter::Any)
                     .await?
                     .ok_or(Error::NotFound)?;
+                let version = row.version;
                 let token = Arc::new(open(&self.keys, row)?);
-                cache.fill(token.clone(), generation);
+                cache.fill(token.clone(), Some(version), generation);
                 token
             }
         };
@@ -171,29 +172,54 @@ impl TokenService {
         }
     }
 
-    /// Re-reads the tokens queued for it, many to a query. A token that cannot be read now stays
-    /// cached until its time to live runs out; one that is gone is dropped.
+    /// Re-checks the tokens queued for it, many to a query: those whose row is still at the
+    /// version they were read at are kept for another time to live, changed ones are read again,
+    /// vanished ones dropped. A token that cannot be checked now stays cached until its time to
+    /// live runs out.
     async fn reload_batch(&self, cache: &AccessCache) {
         let ids = cache.take_reloads();
         let generation = cache.generation();
-        let rows = match self.store.tokens_by_ids(&ids).await {
-            Ok(rows) => rows,
+        let versions = match self.store.token_versions(&ids).await {
+            Ok(versions) => versions,
             Err(e) => {
-                tracing::debug!(tokens = ids.len(), error = %e, "could not re-read cached tokens");
+                tracing::debug!(tokens = ids.len(), error = %e, "could not re-check cached tokens");
                 return;
             }
         };
-        metrics::counter!("token_cache_total", "result" => "reload").increment(ids.len() as u64);
-        let mut found = std::collections::HashSet::with_capacity(rows.len());
-        for row in rows {
-            let id = row.id.clone();
-            match open(&self.keys, row) {
-                Ok(token) => cache.fill(Arc::new(token), generation),
-                Err(_) => cache.drop_entry(&id),
+        let mut found = std::collections::HashSet::with_capacity(versions.len());
+        let mut changed = Vec::new();
+        for v in versions {
+            if !cache.renew(&v.id, v.version, generation) {
+                changed.push(v.id.clone());
             }
-            found.insert(id);
+            found.insert(v.id);
         }
         for gone in ids.iter().filter(|id| !found.contains(*id)) {
+            cache.drop_entry(gone);
+        }
+        let renewed = (found.len() - changed.len()) as u64;
+        metrics::counter!("token_cache_total", "result" => "recheck").increment(renewed);
+        if changed.is_empty() {
+            return;
+        }
+        let rows = match self.store.tokens_by_ids(&changed).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(tokens = changed.len(), error = %e, "could not re-read cached tokens");
+                return;
+            }
+        };
+        metrics::counter!("token_cache_total", "result" => "reload").increment(rows.len() as u64);
+        let mut read = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            let (id, version) = (row.id.clone(), row.version);
+            match open(&self.keys, row) {
+                Ok(token) => cache.fill(Arc::new(token), Some(version), generation),
+                Err(_) => cache.drop_entry(&id),
+            }
+            read.insert(id);
+        }
+        for gone in changed.iter().filter(|id| !read.contains(*id)) {
             cache.drop_entry(gone);
         }
     }
@@ -216,7 +242,8 @@ impl TokenService {
         if let Some(cache) = &self.cache {
             cache.forget(token.id.as_str());
             let generation = cache.generation();
-            cache.fill(token, generation);
+            // The row's new version is the database's: the first re-check reads the row again.
+            cache.fill(token, None, generation);
         }
     }
 

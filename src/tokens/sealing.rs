@@ -42,6 +42,7 @@ pub fn seal(keys: &KeyRing, t: &Token) -> TokenRow {
         key_id: keys.active_key_id().to_owned(),
         created_at: t.created_at,
         updated_at: t.updated_at,
+        version: 0,
     }
 }
 
