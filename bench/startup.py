@@ -68,7 +68,13 @@ def main():
             times.append((time.perf_counter() - t0) * 1000)
             rss.append(rss_kib(p.pid))
             p.send_signal(signal.SIGTERM)
-            p.wait(timeout=15)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                print("bench: warning: the broker did not stop within 30 s of SIGTERM; killed",
+                      file=sys.stderr)
+                p.kill()
+                p.wait()
     print("STARTJSON " + json.dumps({
         "runs": args.runs,
         "min_ms": round(min(times), 1),

@@ -167,7 +167,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings));
-    drop(runtime);
+    // Tasks still running (a batch write, a provider call) get a moment, not forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     // Everything logged is written before the last words below.
     drop(log_writer);
     match result {

@@ -218,7 +218,14 @@ impl Application {
         {
             tracing::warn!("audit writer did not finish in time");
         }
-        self.store.close().await;
+        // Waits for connections still checked out; a task that never returns one must not keep
+        // the process from ending.
+        if tokio::time::timeout(Duration::from_secs(5), self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections did not close in time");
+        }
         result
     }
 }
