@@ -235,4 +235,28 @@ mod tests {
             "gone after its ttl"
         );
     }
+
+    #[test]
+    fn a_recheck_keeps_an_unchanged_copy_and_refuses_a_changed_one() {
+        // Lives 750–1000 ms (jittered); the sleeps leave 150 ms or more of slack either side.
+        let cache = AccessCache::new(Duration::from_millis(1000));
+        cache.fill(token("a"), Some(7), cache.generation());
+        cache.fill(token("b"), None, cache.generation());
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(cache.renew("a", 7, cache.generation()), "same version");
+        assert!(!cache.renew("a", 8, cache.generation()), "changed since");
+        assert!(
+            !cache.renew("b", 7, cache.generation()),
+            "version never known"
+        );
+        assert!(!cache.renew("c", 7, cache.generation()), "not cached");
+        // Renewed: alive past the first time to live.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!matches!(cache.lookup("a"), Lookup::Missing));
+        // A local write since the check began wins over the renewal.
+        let before = cache.generation();
+        cache.forget("a");
+        cache.renew("a", 7, before);
+        assert!(matches!(cache.lookup("a"), Lookup::Missing));
+    }
 }
