@@ -1,6 +1,6 @@
 //! Several brokers on one database, as replicas behind a load balancer. Each answers the
 //! access-token hot path from memory (`tokens.access_cache_ttl_ms`): its own writes show at
-//! once, another replica's within the cache's time to live, and a token in steady use is re-read
+//! once, another replica's within the cache's time to live, and a token in steady use is re-checked
 //! in the background rather than expiring under its callers.
 
 use std::time::{Duration, Instant};
@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::fake_provider::{grant, with_fake, FakeProvider};
 use crate::helpers::{spawn_app_with, Backend, TestApp};
 
 crate::on_every_backend!(
     a_replicas_own_writes_show_at_once,
     another_replicas_changes_show_within_the_cache_ttl,
     a_token_in_steady_use_never_goes_back_to_an_older_value,
+    a_refresh_by_another_replica_shows_within_the_cache_ttl,
 );
 
 const TTL_MS: u64 = 400;
@@ -145,6 +147,42 @@ async fn a_token_in_steady_use_never_goes_back_to_an_older_value(backend: Backen
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(seen, ["at-1", "at-2", "at-3"]);
+    b.stop().await;
+    a.stop().await;
+}
+
+async fn a_refresh_by_another_replica_shows_within_the_cache_ttl(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let a = spawn_app_with(backend, |s| {
+        s.tokens.access_cache_ttl_ms = TTL_MS;
+        with_fake(s, &fake, "client_secret_post");
+    })
+    .await;
+    let b = a.replica().await;
+    let far = now_ms() + 3_600_000;
+    let t = a
+        .seed(
+            json!({ "user_name": "alice@example.com", "provider": "fake",
+                      "refresh_token": "rt-1", "access_token": "at-1", "expiry_time": far }),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    assert_eq!(access_token(&a, &id).await, Ok("at-1".into()));
+
+    // A forced refresh through the other replica writes only the credential columns: the
+    // copy this replica keeps re-checking must still see the change.
+    fake.on_refresh(200, grant("at-2", Some("rt-2"), 3600), 0)
+        .await;
+    let r = b
+        .client
+        .post(b.url(&format!("/v1/tokens/{id}/refresh")))
+        .bearer_auth(b.jwt("tokens:write"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let took = until_answers(&a, &id, Ok("at-2")).await;
+    assert!(took <= Duration::from_millis(TTL_MS + 300), "took {took:?}");
     b.stop().await;
     a.stop().await;
 }
