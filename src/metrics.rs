@@ -49,6 +49,21 @@ struct RouteHandles {
     durations: Vec<(axum::http::Method, metrics::Histogram)>,
 }
 
+impl RouteHandles {
+    fn get(
+        &self,
+        method: &axum::http::Method,
+        status: u16,
+    ) -> Option<(metrics::Counter, metrics::Histogram)> {
+        let (_, _, requests) = self
+            .requests
+            .iter()
+            .find(|(m, s, _)| m == method && *s == status)?;
+        let (_, duration) = self.durations.iter().find(|(m, _)| m == method)?;
+        Some((requests.clone(), duration.clone()))
+    }
+}
+
 /// `http_requests_total` and `http_request_duration_seconds` of every route, registered on a
 /// route's first request: after that, a request costs two lookups under a read lock, not two
 /// label sets allocated and looked up in the registry.
@@ -63,49 +78,31 @@ pub fn record_request(
         handle();
         RwLock::default()
     });
-    let found = {
-        let routes = routes.read().expect("route metrics poisoned");
-        routes.get(route).and_then(|r| {
-            let requests = r
-                .requests
-                .iter()
-                .find(|(m, s, _)| m == method && *s == status);
-            let duration = r.durations.iter().find(|(m, _)| m == method);
-            Some((requests?.2.clone(), duration?.1.clone()))
-        })
-    };
+    let found = (routes.read().expect("route metrics poisoned"))
+        .get(route)
+        .and_then(|r| r.get(method, status));
     let (requests, duration) = found.unwrap_or_else(|| {
         let mut routes = routes.write().expect("route metrics poisoned");
         let r = routes.entry(route.to_owned()).or_default();
-        let requests = match r
-            .requests
-            .iter()
-            .find(|(m, s, _)| m == method && *s == status)
-        {
-            Some((_, _, c)) => c.clone(),
-            None => {
-                let c = metrics::counter!(
-                    "http_requests_total",
-                    "method" => method.to_string(),
-                    "route" => route.to_owned(),
-                    "status" => status.to_string()
-                );
-                r.requests.push((method.clone(), status, c.clone()));
-                c
-            }
-        };
-        let duration = match r.durations.iter().find(|(m, _)| m == method) {
-            Some((_, h)) => h.clone(),
-            None => {
-                let h = metrics::histogram!(
-                    "http_request_duration_seconds",
-                    "method" => method.to_string(),
-                    "route" => route.to_owned()
-                );
-                r.durations.push((method.clone(), h.clone()));
-                h
-            }
-        };
+        if let Some(handles) = r.get(method, status) {
+            return handles;
+        }
+        // The registry hands back the existing metric when one of these was registered before.
+        let requests = metrics::counter!(
+            "http_requests_total",
+            "method" => method.to_string(),
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        );
+        let duration = metrics::histogram!(
+            "http_request_duration_seconds",
+            "method" => method.to_string(),
+            "route" => route.to_owned()
+        );
+        r.requests.push((method.clone(), status, requests.clone()));
+        if !r.durations.iter().any(|(m, _)| m == method) {
+            r.durations.push((method.clone(), duration.clone()));
+        }
         (requests, duration)
     });
     requests.increment(1);
