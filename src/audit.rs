@@ -3,11 +3,11 @@
 //! outcome and time. Events go through a channel to a writer task that inserts them in batches,
 //! so the hot path never waits on an audit INSERT. No secret is ever part of an event.
 //!
-//! Successful access-token reads, the hot path, are folded: one row per caller and token every
-//! [`READ_WINDOW`] at most, with `occurrences` and the time of the first and the last read. They
-//! are folded where they are recorded, so a read costs a map lookup, not a message and a task
-//! wake-up; the writer takes them a slice at a time, so their rows reach the database as an even
-//! flow rather than in one burst per window. Everything else — failures, refusals, writes,
+//! Successful access-token reads, the hot path, are folded: one row per caller and token over
+//! at most `audit.read_window_ms` (5 s), with `occurrences` and the time of the first and the
+//! last read. They are folded where they are recorded, so a read costs a map lookup, not a
+//! message and a task wake-up; the writer takes them a slice at a time, so their rows reach the
+//! database as an even flow rather than in one burst per window. Everything else — failures, refusals, writes,
 //! reads of secrets — is one row per call, through the channel.
 
 use std::cell::RefCell;
@@ -23,8 +23,6 @@ use crate::store::{AuditRow, Store};
 const QUEUE: usize = 10_000;
 /// Largest batch written at once.
 const BATCH: usize = 200;
-/// How long successful access-token reads are folded before they are written.
-pub const READ_WINDOW: Duration = Duration::from_secs(5);
 
 fn is_foldable(row: &AuditRow) -> bool {
     row.action == "get_access_token" && row.outcome == "ok"
@@ -87,8 +85,9 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer. It ends, after writing everything queued, when every handle is dropped.
-    pub fn start(store: Store) -> (Self, JoinHandle<()>) {
+    /// Starts the writer, folding access-token reads over `read_window`. It ends, after writing
+    /// everything queued, when every handle is dropped.
+    pub fn start(store: Store, read_window: Duration) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let reads = Arc::new(FoldedReads::default());
         (
@@ -96,7 +95,7 @@ impl AuditLog {
                 tx,
                 reads: reads.clone(),
             },
-            tokio::spawn(writer(store, rx, reads)),
+            tokio::spawn(writer(store, rx, reads, read_window)),
         )
     }
 
@@ -127,7 +126,7 @@ impl AuditLog {
 type Folded = std::collections::HashMap<u64, AuditRow>;
 
 /// Into how many slices folded reads are cut; the writer takes one every
-/// `READ_WINDOW / SLICES`.
+/// `read_window / SLICES`.
 const SLICES: usize = 20;
 
 /// Successful access-token reads being folded, in [`SLICES`] slices by their hash (each with
@@ -205,14 +204,19 @@ enum Work {
 const PENDING_BATCHES: usize = 256;
 
 /// Collects events and hands batches to the database writer, so the queue keeps draining while
-/// a batch is being written; every `READ_WINDOW / SLICES` it hands over a slice of the folded
+/// a batch is being written; every `read_window / SLICES` it hands over a slice of the folded
 /// reads as well.
-async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>, reads: Arc<FoldedReads>) {
+async fn writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Msg>,
+    reads: Arc<FoldedReads>,
+    read_window: Duration,
+) {
     let (work_tx, work_rx) = mpsc::channel(PENDING_BATCHES);
     let db = tokio::spawn(database_writer(store, work_rx));
     let mut batch = Vec::with_capacity(BATCH);
     let hand_over = |rows: &mut Vec<AuditRow>| Work::Rows(std::mem::take(rows));
-    let mut tick = tokio::time::interval(READ_WINDOW / SLICES as u32);
+    let mut tick = tokio::time::interval(read_window / SLICES as u32);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut next_slice = 0;

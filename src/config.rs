@@ -19,6 +19,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
     pub log: LogSettings,
+    pub audit: AuditSettings,
     pub oauth: OAuthSettings,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
@@ -151,6 +152,14 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Successful access-token reads are folded into one row per caller and token over at most
+    /// this long.
+    pub read_window_ms: u64,
+}
+
 /// A configuration problem, worded for the operator (it names the key).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -225,6 +234,12 @@ impl Settings {
         if !self.crypto.keys.is_empty() && self.crypto.lookup_key.expose_secret().is_empty() {
             return Err(ConfigError(
                 "crypto.lookup_key: required when crypto.keys are configured".into(),
+            ));
+        }
+        if !(250..=3_600_000).contains(&self.audit.read_window_ms) {
+            return Err(ConfigError(
+                "audit.read_window_ms: must be between 250 (a quarter second) and 3600000 (an hour)"
+                    .into(),
             ));
         }
         if self.oauth.http_timeout_secs == 0 {

@@ -165,7 +165,10 @@ impl Application {
         );
         let background = background::spawn(oauth.clone(), &oauth_settings.background);
         let use_marks = background::spawn_use_marks(oauth.clone());
-        let (audit, audit_writer) = AuditLog::start(store.clone());
+        let (audit, audit_writer) = AuditLog::start(
+            store.clone(),
+            Duration::from_millis(settings.audit.read_window_ms),
+        );
         crate::metrics::handle();
         let state = AppState::new(Services {
             tokens,

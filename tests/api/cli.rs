@@ -24,6 +24,11 @@ fn a_bad_config_value_fails_at_start_naming_the_key() {
         ("TOKEN_BROKER__SERVER__PORT", "eighty", "server.port"),
         ("TOKEN_BROKER__DATABASE__URL", "oracle://db", "database.url"),
         ("TOKEN_BROKER__SERVER__COLOUR", "blue", "colour"),
+        (
+            "TOKEN_BROKER__AUDIT__READ_WINDOW_MS",
+            "0",
+            "audit.read_window_ms",
+        ),
     ] {
         let out = broker(dir.path())
             .env(var, value)
