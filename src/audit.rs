@@ -7,8 +7,8 @@
 //! at most `audit.read_window_ms` (5 s), with `occurrences` and the time of the first and the
 //! last read. They are folded where they are recorded, so a read costs a map lookup, not a
 //! message and a task wake-up; the writer takes them a slice at a time, so their rows reach the
-//! database as an even flow rather than in one burst per window. Everything else — failures, refusals, writes,
-//! reads of secrets — is one row per call, through the channel.
+//! database as an even flow rather than in one burst per window. Everything else — failures,
+//! refusals, writes, reads of secrets — is one row per call, through the channel.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
