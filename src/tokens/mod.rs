@@ -194,9 +194,7 @@ impl TokenService {
             }
             found.insert(v.id);
         }
-        for gone in ids.iter().filter(|id| !found.contains(*id)) {
-            cache.drop_entry(gone);
-        }
+        drop_unanswered(cache, &ids, &found);
         let renewed = (found.len() - changed.len()) as u64;
         metrics::counter!("token_cache_total", "result" => "recheck").increment(renewed);
         if changed.is_empty() {
@@ -219,9 +217,7 @@ impl TokenService {
             }
             read.insert(id);
         }
-        for gone in changed.iter().filter(|id| !read.contains(*id)) {
-            cache.drop_entry(gone);
-        }
+        drop_unanswered(cache, &changed, &read);
     }
 
     /// The cached copy of a token, when this broker holds one and `tenancy` may see it. Never
@@ -581,4 +577,15 @@ pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
     }
     t.updated_at = now;
     t
+}
+
+/// Drops the cached copies of the tokens a re-check asked for and the database no longer has.
+fn drop_unanswered(
+    cache: &AccessCache,
+    asked: &[String],
+    answered: &std::collections::HashSet<String>,
+) {
+    for gone in asked.iter().filter(|id| !answered.contains(*id)) {
+        cache.drop_entry(gone);
+    }
 }

@@ -325,6 +325,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Forces a refresh (`POST /v1/tokens/{id}/refresh`).
+    pub async fn refresh(&self, jwt: &str, id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/tokens/{id}/refresh")))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Saves a token as admin and returns its stored JSON (panics unless 200/201).
     pub async fn seed(&self, body: Value) -> Value {
         let r = self.save(&self.admin(), &body).await;

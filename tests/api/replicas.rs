@@ -173,13 +173,7 @@ async fn a_refresh_by_another_replica_shows_within_the_cache_ttl(backend: Backen
     // copy this replica keeps re-checking must still see the change.
     fake.on_refresh(200, grant("at-2", Some("rt-2"), 3600), 0)
         .await;
-    let r = b
-        .client
-        .post(b.url(&format!("/v1/tokens/{id}/refresh")))
-        .bearer_auth(b.jwt("tokens:write"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.refresh(&b.jwt("tokens:write"), &id).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let took = until_answers(&a, &id, Ok("at-2")).await;
     assert!(took <= Duration::from_millis(TTL_MS + 300), "took {took:?}");
