@@ -101,7 +101,7 @@ def main():
                 p("")
                 p(f"{NAMES.get(b, b)}: the broker's in-memory token cache (`token_cache_total`) answered "
                   f"{100 * hot['cache_hits'] / n:.0f} % of the measured hot-path requests "
-                  f"({hot['cache_misses']} misses read the database).")
+                  f"({hot['cache_misses']} {'miss' if hot['cache_misses'] == 1 else 'misses'} read the database).")
     p("")
     p("Tails of the same runs, and the cold start of the hot path (the warm-up: every token once, "
       "in turn, right after start):")

@@ -336,15 +336,8 @@ async fn a_provider_resetting_connections_is_a_503_and_nothing_changes() {
         .seed(json!({ "user_name": "reset@example.com", "provider": "fake", "refresh_token": "rt-reset", "access_token": "at", "expiry_time": 1 }))
         .await;
     let r = app
-        .client
-        .get(app.url(&format!(
-            "/v1/tokens/{}/access-token",
-            t["id"].as_str().unwrap()
-        )))
-        .bearer_auth(app.jwt("tokens:access"))
-        .send()
-        .await
-        .unwrap();
+        .access_token(&app.jwt("tokens:access"), t["id"].as_str().unwrap(), "")
+        .await;
     let (status, body) = error_of(r).await;
     assert_eq!(
         (status, body["error"].as_str()),

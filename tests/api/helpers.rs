@@ -325,6 +325,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The hot path: `GET /v1/tokens/{id}/access-token{query}` (`query` empty or `?…`).
+    pub async fn access_token(&self, jwt: &str, id: &str, query: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v1/tokens/{id}/access-token{query}")))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Forces a refresh (`POST /v1/tokens/{id}/refresh`).
     pub async fn refresh(&self, jwt: &str, id: &str) -> Response {
         self.client

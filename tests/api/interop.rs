@@ -399,12 +399,8 @@ impl Interop {
     async fn access_token(&self, id: &str) -> Value {
         let r = self
             .app
-            .client
-            .get(self.app.url(&format!("/v1/tokens/{id}/access-token")))
-            .bearer_auth(self.app.jwt("tokens:access"))
-            .send()
-            .await
-            .unwrap();
+            .access_token(&self.app.jwt("tokens:access"), id, "")
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         r.json().await.unwrap()
     }

@@ -52,13 +52,9 @@ async fn seed(app: &TestApp, expires_in_ms: i64) -> String {
     t["id"].as_str().unwrap().to_owned()
 }
 
+/// The access token of `id`, asked for with the `tokens:access` scope.
 async fn access(app: &TestApp, id: &str, query: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token{query}")))
-        .bearer_auth(app.jwt("tokens:access"))
-        .send()
-        .await
-        .unwrap()
+    app.access_token(&app.jwt("tokens:access"), id, query).await
 }
 
 async fn post(app: &TestApp, path: &str) -> reqwest::Response {
@@ -92,21 +88,10 @@ async fn a_valid_access_token_is_served_without_calling_the_provider(backend: Ba
     assert_eq!(fake.calls("refresh_token").await, 0);
 
     // Without the access scope: 403; another tenant: 404.
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-        .bearer_auth(app.jwt("tokens:read"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.access_token(&app.jwt("tokens:read"), &id, "").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-        .bearer_auth(app.jwt_for("other", "tokens:access", Some("globex")))
-        .send()
-        .await
-        .unwrap();
+    let other_tenant = app.jwt_for("other", "tokens:access", Some("globex"));
+    let r = app.access_token(&other_tenant, &id, "").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let (status, _) = error_of(access(&app, &id, "?min_validity=abc").await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -32,21 +32,9 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
         .unwrap();
     let id = saved["id"].as_str().unwrap();
     assert_eq!(app.get_token(&ops, id).await.status(), StatusCode::OK);
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap();
+    let r = app.access_token(&ops, id, "").await;
     assert_eq!(r.status(), StatusCode::OK);
-    let again = app
-        .client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap();
+    let again = app.access_token(&ops, id, "").await;
     assert_eq!(again.status(), StatusCode::OK);
     // Refused attempts are recorded too.
     assert_eq!(
@@ -167,13 +155,7 @@ async fn metrics_count_requests_refreshes_and_tokens() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-        .bearer_auth(app.jwt("tokens:access"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.access_token(&app.jwt("tokens:access"), &id, "").await;
     assert_eq!(r.status(), StatusCode::OK);
 
     let r = app.client.get(app.url("/metrics")).send().await.unwrap();

@@ -46,13 +46,7 @@ fn now_ms() -> i64 {
 
 /// The access token a replica hands out for `id`, or the status it answers instead.
 async fn access_token(app: &TestApp, id: &str) -> Result<String, StatusCode> {
-    let r = app
-        .client
-        .get(app.url(&format!("/v1/tokens/{id}/access-token")))
-        .bearer_auth(app.jwt("tokens:access"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.access_token(&app.jwt("tokens:access"), id, "").await;
     if r.status() != StatusCode::OK {
         return Err(r.status());
     }
