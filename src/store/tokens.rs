@@ -38,17 +38,21 @@ pub struct TokenVersion {
     pub version: i64,
 }
 
-/// The columns a write sets (`version` is the database's).
-const COLUMNS: &str = "id, tenant, provider, user_name, client_id, client_secret, \
-    refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
-    grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, key_id, \
-    created_at, updated_at";
+/// The columns a write sets (`version` is the database's), as a literal for `concat!`.
+macro_rules! written_columns {
+    () => {
+        "id, tenant, provider, user_name, client_id, client_secret, \
+        refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
+        grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, \
+        key_id, created_at, updated_at"
+    };
+}
 
-/// The columns of a SELECT of whole rows.
-const SELECT_COLUMNS: &str = "id, tenant, provider, user_name, client_id, client_secret, \
-    refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
-    grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, key_id, \
-    created_at, updated_at, version";
+/// The columns a write sets.
+const COLUMNS: &str = written_columns!();
+
+/// The columns of a SELECT of whole rows: those written, and the version.
+const SELECT_COLUMNS: &str = concat!(written_columns!(), ", version");
 
 /// The same columns for SELECT on MySQL: its binary (case-sensitive) collations mark text
 /// columns BINARY, which sqlx will not decode as `String`; a CAST gives them a text collation.
