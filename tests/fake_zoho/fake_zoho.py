@@ -83,6 +83,8 @@ class State:
             "crm_calls": 0,
             "crm_unauthorized": 0,
             "auth_calls": 0,
+            "token_calls_by_client": {},
+            "refreshes_by_token": {},
         }
 
     def error(self, code):
@@ -269,6 +271,13 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.stats["token_calls"] += 1
             grant_type = form.get("grant_type")
+            by_client = state.stats["token_calls_by_client"]
+            client_key = form.get("client_id") or ""
+            by_client[client_key] = by_client.get(client_key, 0) + 1
+            if grant_type == "refresh_token" and form.get("refresh_token"):
+                by_token = state.stats["refreshes_by_token"]
+                hashed = token_hash(form["refresh_token"])
+                by_token[hashed] = by_token.get(hashed, 0) + 1
             if grant_type == "refresh_token":
                 state.stats["refresh_calls"] += 1
             elif grant_type == "authorization_code":
