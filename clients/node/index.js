@@ -96,6 +96,21 @@ function expiryMs(value, operation) {
   return Math.trunc(n);
 }
 
+/** OAuthToken.getTokenExpiry of SDK 2.0.0 refreshes when fewer than 5000 ms remain; plus a margin. */
+const SDK_REFRESH_THRESHOLD_MS = 6000;
+
+/**
+ * The user name to keep for a token the SDK's Utility.getUserName identified. SDK 2.0.0 answers
+ * "<email>:<org zgid>"; the broker keeps the email, as its login flow and the other adapters do, so
+ * that `new UserSignature("<email>")` finds the token in any process.
+ */
+export function brokerUserName(sdkUserName) {
+  const name = text(sdkUserName);
+  if (name === null) return null;
+  const match = /^(.+@[^:]+):\d+$/.exec(name);
+  return match ? match[1] : name;
+}
+
 const HINTS = {
   401: "the JWT is missing, invalid or expired",
   403: "the JWT lacks a scope this call needs",
@@ -256,12 +271,12 @@ export class BrokerTokenStore extends TokenStore {
       return this._newToken("findTokenById", this._json("findTokenById", res, 200));
     }
     const access = this._access("findTokenById", tokenId);
+    access.catch(() => {}); // awaited below; handled here so an early failure is not "unhandled"
     let meta = this._meta.get(tokenId);
     if (meta === undefined) {
       // Once per id and process: the user name and client id of the token.
       const res = await this._request("findTokenById", "GET", `/v1/tokens/${encodeURIComponent(tokenId)}`);
       if (res.status === 404) {
-        access.catch(() => {});
         throw new SDKException(ERROR_CODE, "BrokerTokenStore.findTokenById: no token with the given id");
       }
       meta = this._remember(this._json("findTokenById", res, 200));
@@ -410,7 +425,13 @@ export class BrokerTokenStore extends TokenStore {
   /** Sets a broker access-token answer on an SDK token: always overwrites, never adds a secret. */
   _apply(token, access) {
     token.setAccessToken(access.access_token);
-    token.setExpiresIn(access.expiry_time !== null ? String(access.expiry_time) : null);
+    // The SDK refreshes by itself (at Zoho, with the refresh token it does not have) when fewer than
+    // 5 s remain. The broker never hands out less than minValidity, or half the token's granted
+    // lifetime; should a token still come closer than that to its expiry, the SDK gets no expiry at
+    // all (it then uses the token as it is and never refreshes), and the next call asks the broker.
+    const expiry = access.expiry_time;
+    const safe = expiry !== null && expiry - Date.now() > SDK_REFRESH_THRESHOLD_MS;
+    token.setExpiresIn(safe ? String(expiry) : null);
     token.setAPIDomain(access.api_domain);
   }
 
@@ -543,7 +564,7 @@ export class BrokerTokenStore extends TokenStore {
     if (userName(token) !== null || token.findUser === false || !this.lookupUserName) return;
     let name = null;
     try {
-      name = text(await new Utility().getUserName(access.access_token));
+      name = brokerUserName(await new Utility().getUserName(access.access_token));
     } catch {
       name = null; // as the SDK: the lookup is best effort
     }

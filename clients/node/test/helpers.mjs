@@ -136,6 +136,11 @@ const resourcePath = mkdtempSync(join(tmpdir(), "tb-node-sdk-"));
 
 /** `Initializer` through the SDK's own builder, with the fake environment and `store`. */
 export async function initSDK(token, store, environment = fakeEnvironment()) {
+  // Every init as in a new process. (SDK 2.0.0: once a process has initialized, a later
+  // Initializer.initialize with an id-only token crashes in Initializer.getEncodedKey before it
+  // reaches the store, because the token has no user, refresh token or access token yet.)
+  Initializer.LOCAL.clear();
+  Initializer.initializer = undefined;
   const sdkConfig = new SDKConfigBuilder().autoRefreshFields(false).pickListValidation(false).build();
   const logger = new LogBuilder().level(Levels.OFF).filePath(null).build();
   await (await new InitializeBuilder())
