@@ -160,6 +160,30 @@ pub struct AuditSettings {
     pub read_window_ms: u64,
 }
 
+/// `TOKEN_BROKER__PROVIDERS__ZOHO_US__CLIENT_ID` names provider `zoho-us` when `zoho_us` is not a
+/// provider of its own and `zoho-us` is (built in or in a config file); every other name is kept.
+fn provider_env_name(name: &str, known: &[String]) -> String {
+    const PREFIX: &str = "TOKEN_BROKER__PROVIDERS__";
+    let Some(rest) = name
+        .get(..PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+        .map(|_| &name[PREFIX.len()..])
+    else {
+        return name.to_owned();
+    };
+    let (key, field) = rest.split_once("__").unwrap_or((rest, ""));
+    let lower = key.to_ascii_lowercase();
+    let hyphenated = lower.replace('_', "-");
+    if lower == hyphenated || known.contains(&lower) || !known.contains(&hyphenated) {
+        return name.to_owned();
+    }
+    if field.is_empty() {
+        format!("{PREFIX}{hyphenated}")
+    } else {
+        format!("{PREFIX}{hyphenated}__{field}")
+    }
+}
+
 /// A configuration problem, worded for the operator (it names the key).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -185,12 +209,28 @@ impl Settings {
                 config::File::from(config_dir.join(format!("{env}.toml"))).required(true),
             );
         }
+        // Provider keys named in the files (and the built-in presets) let an environment variable
+        // spell a hyphenated key with underscores: a shell cannot export `…__ZOHO-US__…`.
+        let mut known: Vec<String> = crate::oauth::providers::ZOHO_DATA_CENTERS
+            .iter()
+            .map(|(key, _)| (*key).to_owned())
+            .collect();
+        if let Ok(files) = builder.build_cloned() {
+            if let Ok(table) = files.get_table("providers") {
+                known.extend(table.into_keys());
+            }
+        }
+        let vars = vars.unwrap_or_else(|| std::env::vars().collect());
+        let vars = vars
+            .into_iter()
+            .map(|(name, value)| (provider_env_name(&name, &known), value))
+            .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("TOKEN_BROKER")
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
-                .source(vars.map(|v| v.into_iter().collect())),
+                .source(Some(vars)),
         );
         let settings: Settings = builder
             .build()
@@ -268,6 +308,57 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hyphenated_provider_key_can_be_set_with_underscores() {
+        let known = vec![
+            "zoho-us".to_owned(),
+            "my_idp".to_owned(),
+            "acme-id".to_owned(),
+        ];
+        let name = |n: &str| provider_env_name(n, &known);
+        assert_eq!(
+            name("TOKEN_BROKER__PROVIDERS__ZOHO_US__CLIENT_ID"),
+            "TOKEN_BROKER__PROVIDERS__zoho-us__CLIENT_ID"
+        );
+        assert_eq!(
+            name("TOKEN_BROKER__PROVIDERS__ACME_ID__CLIENT_SECRET"),
+            "TOKEN_BROKER__PROVIDERS__acme-id__CLIENT_SECRET"
+        );
+        // A provider whose own key has an underscore, one nobody configured, other sections.
+        for kept in [
+            "TOKEN_BROKER__PROVIDERS__MY_IDP__CLIENT_ID",
+            "TOKEN_BROKER__PROVIDERS__NEW_ONE__KIND",
+            "TOKEN_BROKER__DATABASE__URL",
+            "PATH",
+        ] {
+            assert_eq!(name(kept), kept);
+        }
+    }
+
+    #[test]
+    fn provider_settings_from_a_shell_export() {
+        let vars = [
+            ("TOKEN_BROKER__PROVIDERS__ZOHO_US__CLIENT_ID", "1000.ABC"),
+            (
+                "TOKEN_BROKER__PROVIDERS__ZOHO_EU__ACCOUNTS_URL",
+                "http://127.0.0.1:9/",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let s = Settings::load_with_env(Path::new("config"), None, Some(vars)).unwrap();
+        assert_eq!(
+            s.providers["zoho-us"].client_id.as_deref(),
+            Some("1000.ABC")
+        );
+        assert_eq!(
+            s.providers["zoho-eu"].accounts_url.as_deref(),
+            Some("http://127.0.0.1:9/")
+        );
+        assert!(!s.providers.contains_key("zoho_us"));
+    }
 
     #[test]
     fn defaults_parse() {

@@ -38,6 +38,12 @@ pub enum Error {
     /// The token's refresh budget for the current window is used up (429 + Retry-After).
     #[error("this token was refreshed too often recently; the provider would lock the client out")]
     RefreshBudgetExhausted { retry_after_secs: u64 },
+    /// The provider says this client sent too many requests; the broker backs off (429 +
+    /// Retry-After). Never `needs_reauth`: the grant is fine, it is only asked to wait.
+    #[error(
+        "the OAuth provider is rate limiting this client; the broker backs off until Retry-After"
+    )]
+    ProviderRateLimited { retry_after_secs: u64 },
     /// The provider refused a request for a reason retrying will not fix (502).
     #[error("{0}")]
     Provider(String),

@@ -43,7 +43,9 @@
 //!
 //! Good rows are saved like `PUT /v1/tokens` (status `active`, the given provider and tenant):
 //! by `id` first, else `user_name` + provider, else the token matching rules. So importing the
-//! same source twice creates nothing the second time. Zoho ids are small numbers that are unique
+//! same source twice creates nothing the second time, and never rolls a token back: a row whose
+//! access token expires before the stored one's (the broker refreshed since the file was written)
+//! leaves the stored access token, expiry, refresh and grant token as they are. Zoho ids are small numbers that are unique
 //! only within one store, while the broker's ids are global: a row whose `id` already belongs to a
 //! token of another tenant or another user is rejected instead of overwriting that token. A save
 //! the token store refuses (e.g. a conflict) rejects that row; an unreachable database stops the
@@ -753,7 +755,7 @@ async fn save_one(
             Err(e) => return Err(e),
         }
     }
-    match tokens.save(&Tenancy::Unrestricted, partial).await {
+    match tokens.save_import(&Tenancy::Unrestricted, partial).await {
         Ok((_, saved)) => Ok(Ok(saved)),
         Err(e) if is_row_error(&e) => Ok(Err(format!("not saved: {e}"))),
         Err(e) => Err(e),

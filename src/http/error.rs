@@ -60,6 +60,9 @@ impl Error {
             Error::RefreshBudgetExhausted { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "refresh_budget_exhausted")
             }
+            Error::ProviderRateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "provider_rate_limited")
+            }
             Error::Provider(_) => (StatusCode::BAD_GATEWAY, "provider_error"),
             Error::Store(StoreError::Conflict) => (StatusCode::CONFLICT, "conflict"),
             Error::Store(StoreError::Unavailable(_)) => {
@@ -92,7 +95,8 @@ impl IntoResponse for Error {
         let (status, code) = self.status_and_code();
         let retry_after = match &self {
             Error::ProviderUnavailable { retry_after_secs }
-            | Error::RefreshBudgetExhausted { retry_after_secs } => Some(*retry_after_secs),
+            | Error::RefreshBudgetExhausted { retry_after_secs }
+            | Error::ProviderRateLimited { retry_after_secs } => Some(*retry_after_secs),
             Error::Store(StoreError::Unavailable(_)) => Some(5),
             _ => None,
         };

@@ -58,7 +58,7 @@ const MAX_MIN_VALIDITY_SECS: u32 = 86_400;
     responses((status = 200, description = "A valid access token", body = AccessTokenView),
         (status = 404, description = "No such token", body = ErrorBody),
         (status = 409, description = "needs_reauth: the user must log in again", body = ErrorBody),
-        (status = 429, description = "refresh_budget_exhausted", body = ErrorBody),
+        (status = 429, description = "refresh_budget_exhausted, or provider_rate_limited: the provider said too many requests (Retry-After)", body = ErrorBody),
         (status = 503, description = "provider_unavailable (Retry-After)", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
     security(("bearer" = ["tokens:access"])))]
 pub async fn access_token(
@@ -91,6 +91,7 @@ pub async fn access_token(
     responses((status = 200, description = "The refreshed access token", body = AccessTokenView),
         (status = 404, description = "No such token", body = ErrorBody),
         (status = 409, description = "needs_reauth", body = ErrorBody),
+        (status = 429, description = "The refresh did not happen: refresh_budget_exhausted or provider_rate_limited (Retry-After)", body = ErrorBody),
         (status = 503, description = "provider_unavailable", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn refresh(
@@ -133,11 +134,13 @@ pub struct ExchangeBody {
     accounts_server: Option<String>,
 }
 
-/// `POST /v1/oauth/exchange`: exchange a grant token and store the result (201).
+/// `POST /v1/oauth/exchange`: exchange a grant token and store the result (201). Without a
+/// `provider` (or `accounts_server`), the exchange goes to `tokens.default_provider`.
 #[utoipa::path(post, path = "/v1/oauth/exchange", tag = "oauth", request_body = ExchangeBody,
     responses((status = 201, description = "Exchanged and stored", body = TokenView),
         (status = 400, description = "invalid_grant: the code is used up or expired", body = ErrorBody),
         (status = 422, description = "A bad field", body = ErrorBody),
+        (status = 429, description = "provider_rate_limited: the provider said too many requests (Retry-After)", body = ErrorBody),
         (status = 502, description = "provider_error", body = ErrorBody),
         (status = 503, description = "provider_unavailable", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]

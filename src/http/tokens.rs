@@ -81,6 +81,10 @@ pub struct TokenBody {
     pub refresh_token: Option<String>,
     pub access_token: Option<String>,
     pub grant_token: Option<String>,
+    /// Milliseconds since the Unix epoch: a number, or a string of digits as the Zoho SDKs keep
+    /// it (`"1795371021953"`). Answers always carry a number.
+    #[serde(default, deserialize_with = "epoch_millis")]
+    #[schema(value_type = Option<i64>)]
     pub expiry_time: Option<i64>,
     pub redirect_url: Option<String>,
     pub api_domain: Option<String>,
@@ -93,6 +97,31 @@ pub struct TokenBody {
     /// Accepted and ignored, like `created_at`.
     #[schema(value_type = Option<String>)]
     pub updated_at: Option<serde_json::Value>,
+}
+
+/// `expiry_time` as a JSON number or a string of digits; anything else is refused naming the field.
+fn epoch_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Millis {
+        Number(i64),
+        Digits(String),
+    }
+    const EXPECTED: &str = "milliseconds since the Unix epoch: a number or a string of digits";
+    match Option::<Millis>::deserialize(d) {
+        Ok(None) => Ok(None),
+        Ok(Some(Millis::Number(ms))) => Ok(Some(ms)),
+        Ok(Some(Millis::Digits(text))) => {
+            let text = text.trim();
+            if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(serde::de::Error::custom(format!("expected {EXPECTED}")));
+            }
+            text.parse()
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("expected {EXPECTED}")))
+        }
+        Err(_) => Err(serde::de::Error::custom(format!("expected {EXPECTED}"))),
+    }
 }
 
 impl TryFrom<TokenBody> for PartialToken {
@@ -140,7 +169,8 @@ pub fn view(token: &Token, caller: &Caller) -> TokenView {
     TokenView::new(token, reveal)
 }
 
-/// `POST /v1/tokens/find`: find_token.
+/// `POST /v1/tokens/find`: find_token. By `id` first (an unknown id falls through to the other
+/// rules), then `user_name`, `access_token`, `grant_token`, `refresh_token`.
 #[utoipa::path(post, path = "/v1/tokens/find", tag = "tokens", request_body = TokenBody,
     responses((status = 200, description = "The matching token", body = TokenView),
         (status = 404, description = "No token matches", body = ErrorBody),

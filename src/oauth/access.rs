@@ -8,9 +8,12 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::client::{ClientCredentials, ProviderError};
-use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, WAIT_SLACK};
-use crate::domain::{Token, TokenId, TokenStatus};
+use super::{
+    credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, RATE_LIMIT_BACKOFF_SECS, WAIT_SLACK,
+};
+use crate::domain::{Secret, Token, TokenId, TokenStatus};
 use crate::error::{Error, Result};
+use crate::store::BudgetRefusal;
 use crate::tokens::{seal, Tenancy};
 
 /// Write `last_used_at` at most this often per token from one process.
@@ -30,6 +33,16 @@ pub fn valid_for(token: &Token, now: i64, min_validity_ms: i64) -> bool {
         _ => min_validity_ms,
     };
     exp - now > wanted
+}
+
+/// The refresh budget's key: an HMAC of the client id and the refresh token, so every row holding
+/// the same refresh credential (two tenants, two providers, a re-import) shares one allowance.
+fn budget_key(engine: &OAuthService, client_id: &str, refresh_token: &Secret) -> String {
+    let credential = Secret::new(format!(
+        "refresh-budget\n{client_id}\n{}",
+        refresh_token.expose()
+    ));
+    engine.tokens().keys().lookup_hash(&credential)
 }
 
 fn ensure_usable(token: &Token) -> Result<()> {
@@ -156,7 +169,7 @@ impl OAuthService {
                 .await?
             {
                 return self
-                    .refresh_holding_lease(token, &owner, min_validity_ms)
+                    .refresh_holding_lease(token, &owner, min_validity_ms, force)
                     .await;
             }
             // Another process holds the lease: wait for its result.
@@ -180,6 +193,7 @@ impl OAuthService {
         token: Token,
         owner: &str,
         min_validity_ms: i64,
+        force: bool,
     ) -> Result<Token> {
         let store = self.tokens().store();
         let id = token.id.as_str().to_owned();
@@ -190,31 +204,6 @@ impl OAuthService {
                 tracing::warn!(token_id = %id, error = %e, "could not release a refresh lease; it expires by itself");
             }
         };
-
-        // The budget: never let a client get locked out by the provider.
-        let state = store.refresh_state(&id).await?;
-        let (window_start, used) = match state {
-            Some(s) if now - s.refresh_window_start < settings.budget_window_ms => {
-                (s.refresh_window_start, s.refresh_count)
-            }
-            _ => (now, 0),
-        };
-        if used >= settings.refresh_budget {
-            release().await;
-            metrics::counter!("token_refreshes_total", "provider" => token.provider.to_string(), "outcome" => "budget_exhausted").increment(1);
-            tracing::warn!(token_id = %id, provider = %token.provider, "refresh budget exhausted");
-            // Anything still valid beats a refusal: the caller gets what there is.
-            if valid_for(&token, now, 0) {
-                return Ok(token);
-            }
-            let retry_after_ms = window_start + settings.budget_window_ms - now;
-            return Err(Error::RefreshBudgetExhausted {
-                retry_after_secs: (retry_after_ms.max(0) as u64).div_ceil(1000).max(1),
-            });
-        }
-        store
-            .record_refresh_attempt(&id, window_start, used + 1)
-            .await?;
 
         let provider = match self.provider_for(&token) {
             Ok(p) => p,
@@ -231,6 +220,46 @@ impl OAuthService {
             }
         };
         let refresh_token = token.refresh_token.clone().expect("checked by the caller");
+
+        // The budget, per refresh credential: never let a client get locked out by the provider,
+        // however many rows hold the same refresh token.
+        let budget_key = budget_key(self, &client_id, &refresh_token);
+        let taken = store
+            .take_refresh_budget(
+                &budget_key,
+                now,
+                settings.refresh_budget,
+                settings.budget_window_ms,
+            )
+            .await;
+        let refusal = match taken {
+            Ok(Ok(())) => None,
+            Ok(Err(refusal)) => Some(refusal),
+            Err(e) => {
+                release().await;
+                return Err(e.into());
+            }
+        };
+        if let Some(refusal) = refusal {
+            release().await;
+            let (outcome, until) = match refusal {
+                BudgetRefusal::Spent { until } => ("budget_exhausted", until),
+                BudgetRefusal::Blocked { until } => ("rate_limited", until),
+            };
+            metrics::counter!("token_refreshes_total", "provider" => token.provider.to_string(), "outcome" => outcome).increment(1);
+            tracing::warn!(token_id = %id, provider = %token.provider, outcome, "refresh refused by the refresh budget");
+            // Anything still valid beats a refusal — unless the caller asked for a refresh, who
+            // must learn that it did not happen.
+            if !force && valid_for(&token, now, 0) {
+                return Ok(token);
+            }
+            let retry_after_secs = ((until - now).max(0) as u64).div_ceil(1000).max(1);
+            return Err(match refusal {
+                BudgetRefusal::Spent { .. } => Error::RefreshBudgetExhausted { retry_after_secs },
+                BudgetRefusal::Blocked { .. } => Error::ProviderRateLimited { retry_after_secs },
+            });
+        }
+
         let result = self
             .inner
             .client
@@ -250,6 +279,7 @@ impl OAuthService {
             Err(ProviderError::InvalidGrant(_)) => "needs_reauth",
             Err(ProviderError::Unavailable(_)) => "provider_unavailable",
             Err(ProviderError::Rejected(_)) => "rejected",
+            Err(ProviderError::RateLimited { .. }) => "rate_limited",
         };
         metrics::counter!("token_refreshes_total", "provider" => provider.key.to_string(), "outcome" => outcome).increment(1);
         match result {
@@ -289,6 +319,22 @@ impl OAuthService {
                 } else {
                     Err(Error::ProviderUnavailable {
                         retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
+                    })
+                }
+            }
+            Err(ProviderError::RateLimited { retry_after_secs }) => {
+                let wait_secs = retry_after_secs.unwrap_or(RATE_LIMIT_BACKOFF_SECS);
+                let until = now + (wait_secs as i64) * 1000;
+                if let Err(e) = store.block_refresh_budget(&budget_key, until).await {
+                    tracing::warn!(token_id = %id, error = %e, "could not record the provider's back-off");
+                }
+                release().await;
+                tracing::warn!(token_id = %id, provider = %provider.key, outcome = "rate_limited", retry_after_secs = wait_secs, "the provider is rate limiting this client; backing off");
+                if !force && valid_for(&token, now, 0) {
+                    Ok(token)
+                } else {
+                    Err(Error::ProviderRateLimited {
+                        retry_after_secs: wait_secs,
                     })
                 }
             }
@@ -344,6 +390,17 @@ impl OAuthService {
             .lock()
             .expect("marks poisoned")
             .push(id.to_owned());
+    }
+
+    /// Deletes refresh budgets whose window is over (and that are not backing off): a credential
+    /// that refreshes again starts a new window anyway, so the table holds only live ones.
+    pub async fn purge_refresh_budgets(&self) {
+        let before = self.now_ms() - self.settings().budget_window_ms;
+        match self.tokens().store().purge_refresh_budgets(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(budgets = n, "forgot refresh budgets whose window is over"),
+            Err(e) => tracing::warn!(error = %e, "could not purge refresh budgets"),
+        }
     }
 
     /// Writes the use marks gathered since the last call, in a few statements. Runs every few

@@ -32,20 +32,27 @@ pub fn spawn(engine: OAuthService, settings: &BackgroundRefreshSettings) -> Opti
 }
 
 /// Writes the hot path's use marks every few seconds (always on: the background refresher, here
-/// or in another replica, relies on them). Abort the handle to stop it.
+/// or in another replica, relies on them), and now and then forgets refresh budgets whose window
+/// is over. Abort the handle to stop it.
 pub fn spawn_use_marks(engine: OAuthService) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(USE_MARKS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for n in 0u64.. {
             tick.tick().await;
             engine.write_use_marks().await;
+            if n % PURGE_BUDGETS_EVERY_TICKS == PURGE_BUDGETS_EVERY_TICKS - 1 {
+                engine.purge_refresh_budgets().await;
+            }
         }
     })
 }
 
 /// How often use marks are written.
 const USE_MARKS_EVERY: Duration = Duration::from_secs(5);
+
+/// Budgets are purged every this many use-mark ticks (5 minutes).
+const PURGE_BUDGETS_EVERY_TICKS: u64 = 60;
 
 /// One pass: refresh every due token. Returns how many were refreshed.
 pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSettings) -> usize {

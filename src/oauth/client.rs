@@ -26,6 +26,10 @@ pub enum ProviderError {
     /// Any other refusal (bad client credentials, bad request): retrying will not help.
     #[error("the provider refused the request ({0})")]
     Rejected(String),
+    /// The provider says "too many requests" (HTTP 429, or Zoho's HTTP 400 "Access Denied …
+    /// too many requests"). Never retried at once: that is what gets a client locked out.
+    #[error("the provider is rate limiting this client")]
+    RateLimited { retry_after_secs: Option<u64> },
 }
 
 impl ProviderError {
@@ -76,11 +80,32 @@ struct RawTokenAnswer {
     api_domain: Option<String>,
     token_type: Option<String>,
     error: Option<serde_json::Value>,
+    error_description: Option<serde_json::Value>,
 }
 
 fn number(v: &serde_json::Value) -> Option<i64> {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// Zoho's lock-out answer: HTTP 400 `{"error": "Access Denied", "error_description": "You have
+/// made too many requests continuously. Please try again after some time."}`.
+fn is_rate_limit(code: &str, description: Option<&str>) -> bool {
+    code.eq_ignore_ascii_case("access denied")
+        || description.is_some_and(|d| d.to_ascii_lowercase().contains("too many requests"))
+}
+
+/// The `Retry-After` of a response, when it is a number of seconds (capped at an hour).
+fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s.min(3600))
 }
 
 /// Zoho and RFC 6749 codes that mean "this grant is dead".
@@ -184,8 +209,14 @@ impl OAuthClient {
             };
             let response = request.send().await.map_err(transport_error)?;
             let status = response.status();
+            let wait = retry_after(&response);
             let body = response.bytes().await.map_err(transport_error)?;
-            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(ProviderError::RateLimited {
+                    retry_after_secs: wait,
+                });
+            }
+            if status.is_server_error() {
                 return Err(ProviderError::Unavailable(format!(
                     "HTTP {}",
                     status.as_u16()
@@ -257,8 +288,14 @@ impl OAuthClient {
         );
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        let wait = retry_after(&response);
         let body = response.bytes().await.map_err(transport_error)?;
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(ProviderError::RateLimited {
+                retry_after_secs: wait,
+            });
+        }
+        if status.is_server_error() {
             return Err(ProviderError::Unavailable(format!(
                 "HTTP {}",
                 status.as_u16()
@@ -277,6 +314,12 @@ impl OAuthClient {
         // Zoho answers errors with HTTP 200 and {"error": "..."}.
         if let Some(error) = answer.error {
             let code = error.as_str().unwrap_or("error").to_owned();
+            let description = answer.error_description.as_ref().and_then(|d| d.as_str());
+            if is_rate_limit(&code, description) {
+                return Err(ProviderError::RateLimited {
+                    retry_after_secs: wait,
+                });
+            }
             return Err(if is_dead_grant(&code) {
                 ProviderError::InvalidGrant(code)
             } else {

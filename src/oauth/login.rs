@@ -10,7 +10,7 @@ use url::Url;
 
 use super::client::{ClientCredentials, ProviderError, TokenGrant};
 use super::providers::{Provider, ProviderKind};
-use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS};
+use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, RATE_LIMIT_BACKOFF_SECS};
 use crate::domain::{
     InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId, TokenStatus,
     UserName,
@@ -79,6 +79,9 @@ fn exchange_error(e: ProviderError) -> Error {
         ProviderError::Unavailable(_) => Error::ProviderUnavailable {
             retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
         },
+        ProviderError::RateLimited { retry_after_secs } => Error::ProviderRateLimited {
+            retry_after_secs: retry_after_secs.unwrap_or(RATE_LIMIT_BACKOFF_SECS),
+        },
         ProviderError::Rejected(code) => {
             Error::Provider(format!("the provider refused the exchange ({code})"))
         }
@@ -112,7 +115,8 @@ impl OAuthService {
                 Ok(found)
             }
             None => {
-                let key = provider.ok_or_else(|| InvalidField::new("provider", "required"))?;
+                // As save does: no provider named means `tokens.default_provider`.
+                let key = provider.unwrap_or_else(|| self.tokens().default_provider());
                 self.providers().get(key).ok_or_else(|| {
                     InvalidField::new("provider", "not a configured provider").into()
                 })
@@ -476,6 +480,9 @@ impl OAuthService {
                 .map_err(|e| match e {
                     ProviderError::Unavailable(_) => Error::ProviderUnavailable {
                         retry_after_secs: PROVIDER_RETRY_AFTER_SECS,
+                    },
+                    ProviderError::RateLimited { retry_after_secs } => Error::ProviderRateLimited {
+                        retry_after_secs: retry_after_secs.unwrap_or(RATE_LIMIT_BACKOFF_SECS),
                     },
                     ProviderError::InvalidGrant(code) | ProviderError::Rejected(code) => {
                         Error::Provider(format!("the provider refused the revocation ({code})"))

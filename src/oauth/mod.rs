@@ -141,5 +141,9 @@ fn credentials<'a>(
 /// How long to tell callers to wait when a provider is down.
 const PROVIDER_RETRY_AFTER_SECS: u64 = 5;
 
+/// How long the broker stays away from a provider that said "too many requests" without saying
+/// for how long (Zoho never does).
+const RATE_LIMIT_BACKOFF_SECS: u64 = 60;
+
 /// Keep waiting for another process's refresh at most this long past its lease.
 const WAIT_SLACK: Duration = Duration::from_secs(5);

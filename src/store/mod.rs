@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use audit::{AuditFilter, AuditRow};
-pub use refresh::{DueToken, RefreshState};
+pub use refresh::{BudgetRefusal, DueToken};
 pub use sql::Arg;
 pub use states::StateRow;
 pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};

@@ -1,16 +1,23 @@
 //! Refresh coordination in the database, so several broker processes sharing one database act as
 //! one: a lease per token (a conditional UPDATE works the same on all three backends), the
-//! per-token refresh budget, and "last handed out" marks for the background refresher.
+//! refresh budget per refresh credential, and "last handed out" marks for the background refresher.
 
 use super::{Arg, Backend, Store, StoreError, TokenRow};
 
-/// The coordination columns of one token.
+/// Why the budget refused a refresh, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetRefusal {
+    /// This broker's own count for the window is spent; it renews at `until`.
+    Spent { until: i64 },
+    /// The provider said "too many requests"; nothing is sent before `until`.
+    Blocked { until: i64 },
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RefreshState {
-    pub lease_until: i64,
-    pub refresh_window_start: i64,
-    pub refresh_count: i64,
-    pub last_used_at: i64,
+struct BudgetRow {
+    window_start: i64,
+    used: i64,
+    blocked_until: i64,
 }
 
 /// A token the background refresher should look at.
@@ -51,29 +58,87 @@ impl Store {
         .map(|_| ())
     }
 
-    pub async fn refresh_state(&self, id: &str) -> Result<Option<RefreshState>, StoreError> {
-        self.fetch_optional(
-            "SELECT lease_until, refresh_window_start, refresh_count, last_used_at \
-             FROM oauth_tokens WHERE id = ?",
-            vec![id.into()],
-        )
-        .await
+    /// Takes one refresh from the budget of credential `hash` (at most `budget` per `window_ms`),
+    /// atomically across every broker sharing the database: the conditional UPDATE counts only
+    /// while the window has room (or has run out and starts again) and the provider has not asked
+    /// us to back off. Taken before the provider call, so a crash mid-call still counts.
+    pub async fn take_refresh_budget(
+        &self,
+        hash: &str,
+        now: i64,
+        budget: i64,
+        window_ms: i64,
+    ) -> Result<Result<(), BudgetRefusal>, StoreError> {
+        let insert = match self.backend() {
+            Backend::MySql => {
+                "INSERT IGNORE INTO refresh_budgets (credential_hash, window_start, used, blocked_until) \
+                 VALUES (?, ?, 0, 0)"
+            }
+            _ => {
+                "INSERT INTO refresh_budgets (credential_hash, window_start, used, blocked_until) \
+                 VALUES (?, ?, 0, 0) ON CONFLICT (credential_hash) DO NOTHING"
+            }
+        };
+        self.execute(insert, vec![hash.into(), now.into()]).await?;
+        let expired = now - window_ms;
+        // `used` is assigned before `window_start`: MySQL evaluates SET left to right, and both
+        // CASEs must see the window as it was.
+        let taken = self
+            .execute(
+                "UPDATE refresh_budgets SET \
+                 used = CASE WHEN window_start <= ? THEN 1 ELSE used + 1 END, \
+                 window_start = CASE WHEN window_start <= ? THEN ? ELSE window_start END \
+                 WHERE credential_hash = ? AND blocked_until <= ? AND (window_start <= ? OR used < ?)",
+                vec![
+                    expired.into(),
+                    expired.into(),
+                    now.into(),
+                    hash.into(),
+                    now.into(),
+                    expired.into(),
+                    budget.into(),
+                ],
+            )
+            .await?;
+        if taken == 1 {
+            return Ok(Ok(()));
+        }
+        let row: Option<BudgetRow> = self
+            .fetch_optional(
+                "SELECT window_start, used, blocked_until FROM refresh_budgets WHERE credential_hash = ?",
+                vec![hash.into()],
+            )
+            .await?;
+        Ok(Err(match row {
+            Some(r) if r.blocked_until > now => BudgetRefusal::Blocked {
+                until: r.blocked_until,
+            },
+            Some(r) if r.used >= budget => BudgetRefusal::Spent {
+                until: r.window_start + window_ms,
+            },
+            // Changed under us (another broker started a new window): refuse briefly.
+            _ => BudgetRefusal::Spent { until: now + 1000 },
+        }))
     }
 
-    /// Counts a refresh attempt against the budget window (written before the provider call, so a
-    /// crash mid-call still counts).
-    pub async fn record_refresh_attempt(
-        &self,
-        id: &str,
-        window_start: i64,
-        count: i64,
-    ) -> Result<(), StoreError> {
+    /// The provider answered "too many requests" for credential `hash`: no refresh before `until`.
+    pub async fn block_refresh_budget(&self, hash: &str, until: i64) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE oauth_tokens SET refresh_window_start = ?, refresh_count = ? WHERE id = ?",
-            vec![window_start.into(), count.into(), id.into()],
+            "UPDATE refresh_budgets SET blocked_until = ? WHERE credential_hash = ? AND blocked_until < ?",
+            vec![until.into(), hash.into(), until.into()],
         )
         .await
         .map(|_| ())
+    }
+
+    /// Forgets budgets whose window ended before `before` and that are not blocked: the next
+    /// refresh of such a credential starts a new window anyway.
+    pub async fn purge_refresh_budgets(&self, before: i64) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM refresh_budgets WHERE window_start < ? AND blocked_until < ?",
+            vec![before.into(), before.into()],
+        )
+        .await
     }
 
     /// Writes a refreshed token and, if `owner` still holds the lease, releases it — in one

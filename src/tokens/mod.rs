@@ -266,6 +266,11 @@ impl TokenService {
         &self.store
     }
 
+    /// The provider given to tokens that name none (`tokens.default_provider`).
+    pub fn default_provider(&self) -> &ProviderKey {
+        &self.default_provider
+    }
+
     pub fn keys(&self) -> &KeyRing {
         &self.keys
     }
@@ -277,14 +282,26 @@ impl TokenService {
     /// find_token: the stored token the partial token matches, by the rules in [`match_rule`].
     pub async fn find(&self, tenancy: &Tenancy, partial: &PartialToken) -> Result<Option<Token>> {
         let tenant = tenancy.resolve(partial.tenant.as_ref())?;
+        // By id first, as save matches: a token carrying only its id (the SDKs' revoke builds
+        // one) is found by it; an unknown id falls through to the other rules.
+        if let Some(id) = &partial.id {
+            match self.get(tenancy, id).await {
+                Ok(t) if partial.tenant.is_none() || t.tenant == tenant => return Ok(Some(t)),
+                Ok(_) | Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let names_something = partial.user_name.is_some()
             || partial.access_token.is_some()
             || partial.grant_token.is_some()
             || partial.refresh_token.is_some();
         if !names_something {
+            if partial.id.is_some() {
+                return Ok(None);
+            }
             return Err(InvalidField::new(
                 "user_name",
-                "nothing to match on: give user_name, access_token, grant_token or refresh_token",
+                "nothing to match on: give id, user_name, access_token, grant_token or refresh_token",
             )
             .into());
         }
@@ -330,6 +347,27 @@ impl TokenService {
     /// or inserts it with the given or a generated id. Never creates a second row for a token
     /// that find would match, even when saves of the same user race.
     pub async fn save(&self, tenancy: &Tenancy, partial: PartialToken) -> Result<(Token, Saved)> {
+        self.save_merging(tenancy, partial, Freshness::Caller).await
+    }
+
+    /// Like [`save`](Self::save), for imports of other stores' files: a row whose access token
+    /// expires before the stored one's is older than what the broker has (it refreshed since the
+    /// file was written), so its access token, expiry and grant are not taken.
+    pub async fn save_import(
+        &self,
+        tenancy: &Tenancy,
+        partial: PartialToken,
+    ) -> Result<(Token, Saved)> {
+        self.save_merging(tenancy, partial, Freshness::KeepNewer)
+            .await
+    }
+
+    async fn save_merging(
+        &self,
+        tenancy: &Tenancy,
+        partial: PartialToken,
+        freshness: Freshness,
+    ) -> Result<(Token, Saved)> {
         let tenant = tenancy.resolve(partial.tenant.as_ref())?;
         if let (Some(p), Some(known)) = (&partial.provider, &self.known_providers) {
             if !known.contains(p.as_str()) {
@@ -357,7 +395,12 @@ impl TokenService {
             let now = self.clock.now_ms();
             match existing {
                 Some(current) => {
-                    let merged = merge(current, &partial, now);
+                    let merged = match freshness {
+                        Freshness::KeepNewer if is_older_than(&partial, &current) => {
+                            merge(current, &without_credentials(&partial), now)
+                        }
+                        _ => merge(current, &partial, now),
+                    };
                     self.forget(merged.id.as_str());
                     match self.store.update_token(seal(&self.keys, &merged)).await {
                         Ok(true) => {
@@ -546,6 +589,35 @@ fn decode_cursor(cursor: &str) -> Result<String> {
 
 /// Applies the fields a save carries to the stored token; absent fields keep their stored value.
 /// A save that brings new credentials and no explicit status makes the token active again.
+/// Whose values a save takes when they are older than the stored ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// A caller's save: what it sends wins (the SDKs save what they just got).
+    Caller,
+    /// An import: never roll a newer stored token back to the file's older one.
+    KeepNewer,
+}
+
+/// True when `p`'s access token expires before the stored token's: `p` predates the stored one.
+fn is_older_than(p: &PartialToken, stored: &Token) -> bool {
+    matches!(
+        (p.expiry_time, stored.expiry_time, &stored.access_token),
+        (Some(theirs), Some(ours), Some(_)) if theirs < ours
+    )
+}
+
+/// `p` without the credentials that belong to one moment of the grant.
+fn without_credentials(p: &PartialToken) -> PartialToken {
+    PartialToken {
+        access_token: None,
+        expiry_time: None,
+        refresh_token: None,
+        grant_token: None,
+        status: None,
+        ..p.clone()
+    }
+}
+
 pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
     let brings_credentials =
         p.refresh_token.is_some() || p.access_token.is_some() || p.grant_token.is_some();

@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::helpers::{mysql_admin_url, spawn_app, uuid_simple, Backend, TestApp};
+use crate::fake_provider::{grant, with_fake, FakeProvider};
+use crate::helpers::{mysql_admin_url, spawn_app, spawn_app_with, uuid_simple, Backend, TestApp};
 use crate::processes::{BrokerCli, Run};
 
 crate::on_every_backend!(
@@ -15,6 +16,7 @@ crate::on_every_backend!(
     csv_import_lands_in_the_given_provider_and_tenant,
     db_import_reads_the_sdk_dbstore_table_idempotently,
     db_import_reads_an_older_sdk_table_and_guards_ids,
+    a_second_import_never_rolls_back_a_token_the_broker_refreshed,
 );
 
 impl Run {
@@ -498,4 +500,76 @@ async fn db_import_reads_an_older_sdk_table_and_guards_ids(backend: Backend) {
 
     app.stop().await;
     source.drop().await;
+}
+
+async fn a_second_import_never_rolls_back_a_token_the_broker_refreshed(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    fake.on_refresh(200, grant("1000.access.fresh-SECRET", None, 3600), 0)
+        .await;
+    let app = spawn_app_with(backend, |s| with_fake(s, &fake, "client_secret_basic")).await;
+    let cli = BrokerCli::for_app(&app);
+    // An SDK file whose access token has expired (the SDK would refresh it next).
+    let file = cli.file(
+        "tokens.csv",
+        b"id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,expiry_time,redirect_uri,api_domain\n\
+          ,ann@example.com,1000.X,sec-SECRET,1000.r.ann-SECRET,1000.a.old-SECRET,,1600000000000,,\n",
+    );
+    let args = ["import", "zoho-csv", file.as_str(), "--provider", "zoho-eu"];
+    cli.run(&args)
+        .await
+        .assert_code(0)
+        .assert_stdout("1 created");
+    let id = find(&app, json!({ "user_name": "ann@example.com" })).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The broker refreshes it ...
+    let r = app.access_token(&app.jwt("tokens:access"), &id, "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let fresh: Value = r.json().await.unwrap();
+    assert_eq!(fresh["access_token"], "1000.access.fresh-SECRET");
+
+    // ... and importing the same (now older) file again keeps the newer token.
+    cli.run(&args)
+        .await
+        .assert_code(0)
+        .assert_stdout("0 created, 1 updated, 0 rejected")
+        .assert_no_secret(&["1000.r.ann-SECRET", "1000.a.old-SECRET", "sec-SECRET"]);
+    let stored = find(&app, json!({ "user_name": "ann@example.com" })).await;
+    assert_eq!(stored["access_token"], "1000.access.fresh-SECRET");
+    assert_eq!(stored["expiry_time"], fresh["expiry_time"]);
+    assert_eq!(stored["refresh_token"], "1000.r.ann-SECRET");
+    let r = app.access_token(&app.jwt("tokens:access"), &id, "").await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["access_token"],
+        "1000.access.fresh-SECRET"
+    );
+    assert_eq!(
+        fake.calls("refresh_token").await,
+        1,
+        "no refresh needed after the import"
+    );
+
+    // A file that is newer than the stored token still updates it.
+    let newer = cli.file(
+        "newer.csv",
+        format!(
+            "user_name,client_id,client_secret,refresh_token,access_token,expiry_time\n\
+             ann@example.com,1000.X,sec-SECRET,1000.r.ann-SECRET,1000.a.newer-SECRET,{}\n",
+            fresh["expiry_time"].as_i64().unwrap() + 60_000
+        )
+        .as_bytes(),
+    );
+    cli.run(&[
+        "import",
+        "zoho-csv",
+        newer.as_str(),
+        "--provider",
+        "zoho-eu",
+    ])
+    .await
+    .assert_code(0);
+    let stored = find(&app, json!({ "user_name": "ann@example.com" })).await;
+    assert_eq!(stored["access_token"], "1000.a.newer-SECRET");
 }

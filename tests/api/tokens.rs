@@ -22,6 +22,8 @@ crate::on_every_backend!(
     concurrent_saves_of_one_user_leave_exactly_one_row,
     tenants_see_only_their_own_tokens,
     find_needs_something_to_match_on,
+    find_by_id_alone_answers_the_token_or_404,
+    expiry_time_may_be_a_string_of_digits_as_the_sdks_keep_it,
 );
 
 fn alice() -> Value {
@@ -519,4 +521,92 @@ async fn find_needs_something_to_match_on(backend: Backend) {
         error_of(app.find(&app.admin(), &json!({ "client_id": "cid" })).await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "invalid_field");
+}
+
+async fn find_by_id_alone_answers_the_token_or_404(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let stored = app.seed(alice()).await;
+    let id = stored["id"].as_str().unwrap();
+
+    let r = app.find(&app.admin(), &json!({ "id": id })).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found["id"], id);
+    assert_eq!(found["user_name"], "alice@example.com");
+
+    let (status, body) =
+        error_of(app.find(&app.admin(), &json!({ "id": "no-such-id" })).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // An unknown id with something else to match on: the other rules still apply.
+    let r = app
+        .find(
+            &app.admin(),
+            &json!({ "id": "no-such-id", "user_name": "alice@example.com" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Another tenant's id is answered like a missing one.
+    let other = app.jwt_for("svc", "tokens:read", Some("other"));
+    assert_eq!(
+        app.find(&other, &json!({ "id": id })).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn expiry_time_may_be_a_string_of_digits_as_the_sdks_keep_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut body = alice();
+    body["expiry_time"] = json!("1795371021953");
+    let r = app.save(&app.admin(), &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let stored: Value = r.json().await.unwrap();
+    assert_eq!(
+        stored["expiry_time"],
+        json!(1795371021953i64),
+        "numbers in answers"
+    );
+
+    let r = app
+        .find(
+            &app.admin(),
+            &json!({ "user_name": "alice@example.com", "expiry_time": "1795371021953" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    for bad in [
+        json!("17x"),
+        json!("-5"),
+        json!(""),
+        json!("1.5"),
+        json!(true),
+        json!(-1),
+    ] {
+        let mut body = alice();
+        body["expiry_time"] = bad.clone();
+        let (status, err) = error_of(app.save(&app.admin(), &body).await).await;
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST,
+            "{bad}: {status}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains("expiry_time"),
+            "{bad}: {err}"
+        );
+    }
+    let stored_again: Value = app
+        .get_token(&app.admin(), stored["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_again["expiry_time"],
+        json!(1795371021953i64),
+        "bad saves changed nothing"
+    );
 }

@@ -1,0 +1,84 @@
+//! `POST /v1/oauth/exchange` as the Zoho SDK adapters use it: no provider named means
+//! `tokens.default_provider`, as save does; Zoho's lock-out answer is rate limiting.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::fake_provider::{with_fake, FakeProvider};
+use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
+
+async fn exchange(app: &TestApp, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/oauth/exchange"))
+        .bearer_auth(app.jwt("tokens:write tokens:read"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_exchange_without_a_provider_uses_the_default_provider() {
+    let fake = FakeProvider::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .and(body_string_contains("grant_type=authorization_code"))
+        .and(body_string_contains("code=1000.grant.def"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "1000.at", "refresh_token": "1000.rt", "api_domain": "https://www.zohoapis.eu",
+            "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        with_fake(s, &fake, "client_secret_basic");
+        s.tokens.default_provider = "zoho-eu".into();
+    })
+    .await;
+    let r = exchange(
+        &app,
+        json!({ "grant_token": "1000.grant.def", "client_id": "1000.SELF", "client_secret": "self-secret",
+                "user_name": "def@example.com" }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["provider"], "zoho-eu");
+    assert_eq!(
+        t["client_secret"],
+        Value::Null,
+        "no secrets without tokens:secrets"
+    );
+    assert_eq!(t["refresh_token"], Value::Null);
+}
+
+#[tokio::test]
+async fn zohos_access_denied_on_an_exchange_is_a_429_with_retry_after() {
+    let fake = FakeProvider::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error_description": "You have made too many requests continuously. Please try again after some time.",
+            "error": "Access Denied", "status": "failure"
+        })))
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        with_fake(s, &fake, "client_secret_basic")
+    })
+    .await;
+    let r = exchange(
+        &app,
+        json!({ "provider": "zoho-eu", "grant_token": "1000.grant.x", "client_id": "1000.SELF",
+                "client_secret": "self-secret" }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let (_, body) = error_of(r).await;
+    assert_eq!(body["error"], "provider_rate_limited");
+    assert_eq!(app.count().await, 0);
+}
