@@ -293,6 +293,7 @@ class BrokerTokenStore(TokenStore):
         if access is None:
             raise SDKException(ERROR_CODE, "BrokerTokenStore.find_token_by_id: no token with the given id")
         self._apply(token, stored, access)
+        _refresh_current_sdk_token(token.get_id(), access)
         return token
 
     # ----------------------------------------------------------------------------------------
@@ -720,6 +721,25 @@ class BrokerTokenStore(TokenStore):
                 ERROR_CODE, "BrokerTokenStore.%s: the broker answered HTTP %d with unexpected JSON" % (operation, response.status_code)
             )
         return data
+
+
+def _refresh_current_sdk_token(token_id, access):
+    """The SDK's ``get_token`` merges what ``find_token_by_id`` answers into its own token object
+    only where that object has None, so once it holds an access token it would keep showing the
+    first one. Overwrite access_token, expires_in and api_domain on the SDK's current token (the
+    initializer's, of this thread) when it is the same stored token, so no stale value survives."""
+    try:
+        from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+
+        initializer = Initializer.get_initializer()
+        current = getattr(initializer, "token", None) if initializer is not None else None
+    except Exception:
+        return
+    if isinstance(current, OAuthToken) and current.get_id() == token_id:
+        current.set_access_token(access["access_token"])
+        current.set_expires_in(str(_expiry_of(access)))
+        if access.get("api_domain"):
+            current.set_api_domain(access["api_domain"])
 
 
 def _sdk_user_name(access_token):
