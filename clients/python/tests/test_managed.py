@@ -46,18 +46,26 @@ def initialize(fake, token, store, tmp_path):
     Initializer.initialize(environment=fake.environment, token=token, store=store, resource_path=str(tmp_path))
 
 
+def current_user_type():
+    """The users "type" parameter as this SDK takes it: zohocrmsdk7-0 wants a Choice, 8-0 a str
+    (each SDK's own Utility.get_user_name shows which)."""
+    import inspect
+
+    from zohocrmsdk.src.com.zoho.crm.api.util import Choice
+    from zohocrmsdk.src.com.zoho.crm.api.util.utility import Utility
+
+    if "Choice(Constants.CURRENTUSER)" in inspect.getsource(Utility.get_user_name):
+        return Choice("CurrentUser")
+    return "CurrentUser"
+
+
 def current_user_email():
     """One real SDK API call: GET /crm/v8/users?type=CurrentUser through UsersOperations."""
     from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
     from zohocrmsdk.src.com.zoho.crm.api.users import GetUsersParam, ResponseWrapper, UsersOperations
 
     params = ParameterMap()
-    try:
-        params.add(GetUsersParam.type, "CurrentUser")
-    except SDKException:  # zohocrmsdk7-0 wants a Choice
-        from zohocrmsdk.src.com.zoho.crm.api.util import Choice
-
-        params.add(GetUsersParam.type, Choice("CurrentUser"))
+    params.add(GetUsersParam.type, current_user_type())
     response = UsersOperations().get_users(params)
     assert response.get_status_code() == 200, "the CRM call failed with HTTP %s" % response.get_status_code()
     wrapper = response.get_object()
