@@ -570,6 +570,17 @@ export class BrokerTokenStore extends TokenStore {
     }
     if (name === null) return;
     const res = await this._request("saveToken", "PUT", "/v1/tokens", { json: { id: stored.id, user_name: name } });
+    if (res.status === 409) {
+      // Another token of this provider already belongs to that user (say, an earlier login). The new
+      // token stays usable by its id and grant token; to replace the user's token, give the
+      // UserSignature with the grant token (the broker's exchange then replaces it).
+      process.emitWarning(
+        `BrokerTokenStore: the broker already holds another token for the user ${name}; ` +
+          `the new token ${stored.id} was stored without a user name (${res.error ?? "conflict"})`,
+        { code: "TOKEN_BROKER_USER_CONFLICT" },
+      );
+      return;
+    }
     const saved = this._json("saveToken", res, 200, 201);
     this._remember(saved);
     token.setUserSignature(new UserSignature(name));

@@ -186,6 +186,28 @@ test("grant token: exchanged once through the broker, the user name stored, a se
   assert.equal(e.provider.length > 0, true);
 });
 
+test("a grant token for a user the broker already holds a token for: usable, the old token left alone", async () => {
+  const seeded = await seedStored({ expired: false });
+  const { clientId, clientSecret } = await newClient();
+  const code = "1000." + unique("code");
+  await fakeAdmin("codes", { code, client_id: clientId, email: seeded.userName });
+  const { store } = managedStore();
+  const warnings = [];
+  const onWarning = (w) => warnings.push(w);
+  process.on("warning", onWarning);
+  try {
+    const token = new OAuthBuilder().clientId(clientId).clientSecret(clientSecret).grantToken(code).build();
+    await initSDK(token, store);
+    assert.equal(await currentUserEmail(), seeded.userName);
+    assert.notEqual(token.getId(), seeded.id);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(warnings.some((w) => w.code === "TOKEN_BROKER_USER_CONFLICT"));
+    assert.equal((await broker("GET", `/v1/tokens/${seeded.id}`)).body.user_name, seeded.userName);
+  } finally {
+    process.off("warning", onWarning);
+  }
+});
+
 test("concurrent first calls with one grant token: one exchange", async () => {
   const { clientId, clientSecret } = await newClient();
   const email = unique("granted") + "@example.com";
@@ -328,6 +350,22 @@ test("revokeToken revokes at Zoho through the broker; deleteToken deletes; both 
   await store.deleteToken(deleted.id);
   assert.equal((await broker("GET", `/v1/tokens/${deleted.id}`)).status, 404);
   await assert.rejects(store.deleteToken(deleted.id), SDKException);
+
+  // The SDK's own OAuthToken.revoke(id) needs the refresh token in the process: in managed mode it
+  // never reaches Zoho (and SDK 2.0.0's fails before it asks the store). The token stays.
+  const kept = await seedStored({ expired: true });
+  const sdkToken = new OAuthBuilder().id(kept.id).build();
+  await initSDK(sdkToken, store);
+  const mid = await fakeStats();
+  let sdkRevoked = false;
+  try {
+    sdkRevoked = await sdkToken.revoke(kept.id);
+  } catch (err) {
+    assert.ok(err instanceof SDKException);
+  }
+  assert.equal(sdkRevoked, false);
+  assert.equal(delta(mid, await fakeStats(), "revoke_calls"), 0);
+  assert.equal((await broker("GET", `/v1/tokens/${kept.id}`)).status, 200);
 
   // The SDK's own remove() goes through deleteToken.
   const removed = await seedStored({ expired: true });
