@@ -2,6 +2,7 @@
 //! Storage tests run once per backend (`…::sqlite::…`, `…::postgres::…`, `…::mysql::…`).
 
 mod fake_provider;
+mod fake_zoho;
 mod helpers;
 
 mod auth;
@@ -19,8 +20,9 @@ mod oauth;
 mod observability;
 mod openapi;
 mod processes;
-mod python_adapter;
 mod refresh_limits;
 mod replicas;
+mod sdk_adapters;
+mod sdk_storm;
 mod single_flight;
 mod tokens;
