@@ -208,6 +208,26 @@ test("a grant token for a user the broker already holds a token for: usable, the
   }
 });
 
+test("a grant token with a UserSignature: exchanged with that user name, no CRM lookup needed", async () => {
+  const { clientId, clientSecret } = await newClient();
+  const email = unique("named") + "@example.com";
+  const code = "1000." + unique("code");
+  await fakeAdmin("codes", { code, client_id: clientId, email });
+  const { store, rec } = managedStore();
+  const before = await fakeStats();
+  const token = new OAuthBuilder().clientId(clientId).clientSecret(clientSecret).grantToken(code).userSignature(new UserSignature(email)).build();
+  await initSDK(token, store);
+  const after = await fakeStats();
+  assert.equal(delta(before, after, "exchange_calls"), 1);
+  assert.equal(delta(before, after, "crm_calls"), 0, "the user was given");
+  const exchange = rec.requests.filter((r) => r.url.endsWith("/v1/oauth/exchange"));
+  assert.equal(exchange.length, 1);
+  const stored = await broker("GET", `/v1/tokens/${token.getId()}`);
+  assert.equal(stored.body.user_name, email);
+  assert.equal(await currentUserEmail(), email);
+  assert.deepEqual(leaked(rec.answers, [clientSecret, stored.body.refresh_token]), []);
+});
+
 test("concurrent first calls with one grant token: one exchange", async () => {
   const { clientId, clientSecret } = await newClient();
   const email = unique("granted") + "@example.com";
