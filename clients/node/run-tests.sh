@@ -8,25 +8,26 @@
 #   FAKE_ZOHO_URL               a running tests/fake_zoho/fake_zoho.py; the broker's zoho-us provider's
 #                               accounts_url points at it
 #   TOKEN_BROKER_PROVIDER       the broker provider that uses the fake (default zoho-us)
+#   TOKEN_BROKER_TEST_DELETE_ALL=1  deleteTokens is tested on the broker itself (it deletes every token
+#                               the store JWT sees: set it only for a broker of the tests' own);
+#                               otherwise against a scripted broker
 #
 # Installs clients/node/node_modules with `npm ci` when it is missing or package-lock.json changed
 # (guarded by flock, so parallel runs install once), then runs `node --test` on test/*.test.mjs (or
 # on the files given as arguments), one file at a time: the fake's counters are global. Exits non-zero
 # when a test fails, when none ran, or when any was skipped or marked todo.
+#
+#   run-tests.sh --install-only   only the npm ci step (no env needed), e.g. before running test/storm.mjs
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-missing=()
-for name in TOKEN_BROKER_URL TOKEN_BROKER_JWT TOKEN_BROKER_JWT_STORE TOKEN_BROKER_JWT_NO_ACCESS FAKE_ZOHO_URL; do
-    if [ -z "${!name:-}" ]; then missing+=("$name"); fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "run-tests.sh: not set: ${missing[*]} (see the comment at the top of this script)" >&2
-    exit 2
+install_only=0
+if [ "${1:-}" = "--install-only" ]; then
+    install_only=1
+    shift
 fi
-export TOKEN_BROKER_PROVIDER="${TOKEN_BROKER_PROVIDER:-zoho-us}"
 
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
 if [ "$node_major" -lt 20 ]; then
@@ -46,6 +47,20 @@ stamp="node_modules/.token-broker-zoho-installed"
         echo "run-tests.sh: npm ci took $(( $(date +%s) - started )) s" >&2
     fi
 ) 9>"$here/.npm-install.lock"
+
+if [ "$install_only" -eq 1 ]; then
+    exit 0
+fi
+
+missing=()
+for name in TOKEN_BROKER_URL TOKEN_BROKER_JWT TOKEN_BROKER_JWT_STORE TOKEN_BROKER_JWT_NO_ACCESS FAKE_ZOHO_URL; do
+    if [ -z "${!name:-}" ]; then missing+=("$name"); fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "run-tests.sh: not set: ${missing[*]} (see the comment at the top of this script)" >&2
+    exit 2
+fi
+export TOKEN_BROKER_PROVIDER="${TOKEN_BROKER_PROVIDER:-zoho-us}"
 
 if [ "$#" -gt 0 ]; then
     files=("$@")

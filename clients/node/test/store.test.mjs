@@ -117,3 +117,27 @@ test("store-only with a JWT lacking tokens:secrets: secrets come back empty", as
   assert.equal(found.getRefreshToken() ?? null, null);
   assert.equal(found.getClientSecret() ?? null, null);
 });
+
+test("deleteTokens deletes every token the JWT sees (on the broker with TOKEN_BROKER_TEST_DELETE_ALL=1)", async () => {
+  if (process.env.TOKEN_BROKER_TEST_DELETE_ALL === "1") {
+    // The last broker test of the suite (files run in order: managed, store, unit).
+    await seedStored({ expired: false });
+    await seedStored({ expired: false });
+    const store = plainStore({ provider: null });
+    const deleted = await store.deleteTokens();
+    assert.ok(deleted >= 2, `deleted ${deleted}`);
+    assert.deepEqual(await store.getTokens(), []);
+    const managed = new BrokerTokenStore({ url: env().brokerUrl, jwt: env().jwt });
+    await assert.rejects(managed.deleteTokens(), (err) => err instanceof SDKException && err.status === 403 && /tokens:admin/.test(err.message));
+    return;
+  }
+  // A shared broker: the same call against a scripted one.
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url: String(url), method: init.method });
+    return new Response(JSON.stringify({ deleted: 7 }), { status: 200 });
+  };
+  const store = new BrokerTokenStore({ url: "http://127.0.0.1:9", jwt: "x.y.z", managed: false, fetch });
+  assert.equal(await store.deleteTokens(), 7);
+  assert.deepEqual(calls, [{ url: "http://127.0.0.1:9/v1/tokens?confirm=all", method: "DELETE" }]);
+});
