@@ -7,7 +7,7 @@ export declare const ERROR_CODE: "TOKEN_STORE";
 export declare const ACCOUNTS_PROVIDERS: Readonly<Record<string, string>>;
 /** The broker provider key for an SDK environment's accounts URL, or null. */
 export declare function providerForAccountsUrl(accountsUrl: string | null | undefined): string | null;
-/** The SDK's "<email>:<org id>" user name as the broker keeps it ("<email>"). */
+/** The user name the broker keeps for the SDK's Utility.getUserName answer: as is ("<email>:<org zgid>"), trimmed; empty -> null. */
 export declare function brokerUserName(sdkUserName: string | null | undefined): string | null;
 
 export interface BrokerResponseInfo {

@@ -100,15 +100,14 @@ function expiryMs(value, operation) {
 const SDK_REFRESH_THRESHOLD_MS = 6000;
 
 /**
- * The user name to keep for a token the SDK's Utility.getUserName identified. SDK 2.0.0 answers
- * "<email>:<org zgid>"; the broker keeps the email, as its login flow and the other adapters do, so
- * that `new UserSignature("<email>")` finds the token in any process.
+ * The user name to keep for a token the SDK's Utility.getUserName identified: the SDK's name as is
+ * (SDK 2.0.0 answers "<email>:<org zgid>"), trimmed, empty -> null. That is the name the SDK's own
+ * FileStore/DBStore (and the Python adapter) would keep, so `new UserSignature("<email>:<zgid>")`
+ * finds the token in any process.
  */
 export function brokerUserName(sdkUserName) {
-  const name = text(sdkUserName);
-  if (name === null) return null;
-  const match = /^(.+@[^:]+):\d+$/.exec(name);
-  return match ? match[1] : name;
+  if (sdkUserName === null || sdkUserName === undefined) return null;
+  return text(String(sdkUserName).trim());
 }
 
 const HINTS = {

@@ -25,6 +25,10 @@ import {
   Initializer,
 } from "./helpers.mjs";
 
+/** The fake Zoho's org zgid (tests/fake_zoho/README.md): the SDK's Utility.getUserName answers
+ * "<email>:<zgid>", and the store keeps that name as the SDK's own stores would. */
+const FAKE_ZGID = "800000001";
+
 function managedStore(extra = {}) {
   const e = env();
   const rec = recordingFetch();
@@ -139,6 +143,7 @@ test("grant token: exchanged once through the broker, the user name stored, a se
   const email = unique("granted") + "@example.com";
   const code = "1000." + unique("code");
   await fakeAdmin("codes", { code, client_id: clientId, email });
+  const sdkName = `${email}:${FAKE_ZGID}`; // what the SDK's Utility.getUserName answers
   const { store, rec } = managedStore();
   const before = await fakeStats();
   const token = new OAuthBuilder()
@@ -153,21 +158,23 @@ test("grant token: exchanged once through the broker, the user name stored, a se
   assert.equal(delta(before, after, "exchange_calls"), 1, "exactly one exchange");
   assert.equal(delta(before, after, "token_calls"), 1, "and no other token call");
   assert.ok(rec.requests.some((r) => r.method === "POST" && r.url.endsWith("/v1/oauth/exchange")));
-  assert.equal(token.getUserSignature()?.getName(), email, "the SDK's user lookup, done by the store");
+  assert.equal(token.getUserSignature()?.getName(), sdkName, "the SDK's user lookup, done by the store, its name kept as is");
   assert.equal(delta(before, after, "crm_calls") >= 3, true, "users + org lookups and the API call");
   assert.equal(token.getClientSecret(), clientSecret, "the caller's own value stays");
   assert.equal(token.getRefreshToken() ?? null, null, "no refresh token in the process");
 
   // Stored in the broker with the user name: another process finds it by UserSignature alone.
-  const found = await broker("POST", "/v1/tokens/find", { json: { user_name: email } });
+  const found = await broker("POST", "/v1/tokens/find", { json: { user_name: sdkName } });
   assert.equal(found.status, 200);
+  assert.equal(found.body.user_name, sdkName, "the name the SDK's own stores would have kept");
+  assert.equal((await broker("POST", "/v1/tokens/find", { json: { user_name: email } })).status, 404, "not the bare email");
   assert.equal(found.body.id, token.getId());
   assert.equal(found.body.client_id, clientId);
   assert.ok(found.body.refresh_token, "the broker holds the refresh token");
   const refreshToken = found.body.refresh_token;
 
   const other = managedStore();
-  await initSDK(new OAuthBuilder().userSignature(new UserSignature(email)).build(), other.store);
+  await initSDK(new OAuthBuilder().userSignature(new UserSignature(sdkName)).build(), other.store);
   assert.equal(await currentUserEmail(), email);
 
   // A second init with the same grant token (a restarted process): found by grant token + client id.
@@ -187,10 +194,12 @@ test("grant token: exchanged once through the broker, the user name stored, a se
 });
 
 test("a grant token for a user the broker already holds a token for: usable, the old token left alone", async () => {
-  const seeded = await seedStored({ expired: false });
+  const email = unique("held") + "@example.com";
+  // The broker already holds a token under the name the SDK's lookup will give this user.
+  const seeded = await seedStored({ userName: `${email}:${FAKE_ZGID}`, expired: false });
   const { clientId, clientSecret } = await newClient();
   const code = "1000." + unique("code");
-  await fakeAdmin("codes", { code, client_id: clientId, email: seeded.userName });
+  await fakeAdmin("codes", { code, client_id: clientId, email });
   const { store } = managedStore();
   const warnings = [];
   const onWarning = (w) => warnings.push(w);
@@ -198,7 +207,7 @@ test("a grant token for a user the broker already holds a token for: usable, the
   try {
     const token = new OAuthBuilder().clientId(clientId).clientSecret(clientSecret).grantToken(code).build();
     await initSDK(token, store);
-    assert.equal(await currentUserEmail(), seeded.userName);
+    assert.equal(await currentUserEmail(), email);
     assert.notEqual(token.getId(), seeded.id);
     await new Promise((r) => setImmediate(r));
     assert.ok(warnings.some((w) => w.code === "TOKEN_BROKER_USER_CONFLICT"));
@@ -286,10 +295,16 @@ test("self-client without a user signature: imported, the user name looked up an
   const token = new OAuthBuilder().clientId(clientId).clientSecret(clientSecret).refreshToken(refreshToken).build();
   await initSDK(token, store);
   assert.equal(await currentUserEmail(), email);
-  assert.equal(token.getUserSignature()?.getName(), email);
+  const sdkName = `${email}:${FAKE_ZGID}`;
+  assert.equal(token.getUserSignature()?.getName(), sdkName, "the SDK's name, as its own stores keep it");
   const stored = await broker("GET", `/v1/tokens/${token.getId()}`);
-  assert.equal(stored.body.user_name, email);
+  assert.equal(stored.body.user_name, sdkName);
   assert.deepEqual(leaked(rec.answers, [clientSecret, refreshToken]), []);
+
+  // Next process: found by that name.
+  const next = managedStore();
+  await initSDK(new OAuthBuilder().userSignature(new UserSignature(sdkName)).build(), next.store);
+  assert.equal(await currentUserEmail(), email);
 });
 
 test("a JWT without tokens:access: a clear SDKException naming tokens:access", async () => {

@@ -60,9 +60,13 @@ test("provider keys for the SDK's data centers", () => {
   }
   assert.equal(providerForAccountsUrl("http://127.0.0.1:1234/oauth/v2/token"), null);
   assert.equal(providerForAccountsUrl(null), null);
-  assert.equal(brokerUserName("bob@example.com:800000001"), "bob@example.com");
+  assert.equal(brokerUserName("bob@example.com:800000001"), "bob@example.com:800000001", "the SDK's name, as its own stores keep it");
+  assert.equal(brokerUserName("  bob@example.com:800000001\n"), "bob@example.com:800000001");
   assert.equal(brokerUserName("bob@example.com"), "bob@example.com");
+  assert.equal(brokerUserName("   "), null);
+  assert.equal(brokerUserName(""), null);
   assert.equal(brokerUserName(null), null);
+  assert.equal(brokerUserName(undefined), null);
 });
 
 test("managed: a found token gets the broker's access token, never a secret (even from a JWT with secrets)", async () => {
