@@ -11,13 +11,9 @@ use super::client::{ClientCredentials, ProviderError};
 use super::{
     credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, RATE_LIMIT_BACKOFF_SECS, WAIT_SLACK,
 };
-use crate::domain::{Secret, Token, TokenId, TokenStatus};
+use crate::domain::{Token, TokenId, TokenStatus};
 use crate::error::{Error, Result};
-use crate::store::BudgetRefusal;
-use crate::tokens::{seal, Tenancy};
-
-/// Write `last_used_at` at most this often per token from one process.
-const USED_MARK_EVERY_MS: i64 = 60_000;
+use crate::tokens::{BudgetRefusal, RefreshLease, Tenancy};
 
 /// True when the stored access token stays valid for more than `min_validity_ms` after `now`.
 ///
@@ -33,16 +29,6 @@ pub fn valid_for(token: &Token, now: i64, min_validity_ms: i64) -> bool {
         _ => min_validity_ms,
     };
     exp - now > wanted
-}
-
-/// The refresh budget's key: an HMAC of the client id and the refresh token, so every row holding
-/// the same refresh credential (two tenants, two providers, a re-import) shares one allowance.
-fn budget_key(engine: &OAuthService, client_id: &str, refresh_token: &Secret) -> String {
-    let credential = Secret::new(format!(
-        "refresh-budget\n{client_id}\n{}",
-        refresh_token.expose()
-    ));
-    engine.tokens().keys().lookup_hash(&credential)
 }
 
 fn ensure_usable(token: &Token) -> Result<()> {
@@ -77,7 +63,7 @@ impl OAuthService {
                 .increment(1);
             Arc::new(self.refresh(tenancy, id, min_validity_ms, false).await?)
         };
-        self.mark_used(&token);
+        self.tokens().mark_used(&token.id, self.now_ms());
         Ok(token)
     }
 
@@ -162,14 +148,10 @@ impl OAuthService {
                         .into(),
                 ));
             }
-            let owner = uuid::Uuid::new_v4().to_string();
-            let store = self.tokens().store();
-            if store
-                .acquire_lease(id.as_str(), &owner, now, now + self.settings().lease_ms)
-                .await?
-            {
+            let until = now + self.settings().lease_ms;
+            if let Some(lease) = self.tokens().acquire_refresh_lease(id, now, until).await? {
                 return self
-                    .refresh_holding_lease(token, &owner, min_validity_ms, force)
+                    .refresh_holding_lease(token, lease, min_validity_ms, force)
                     .await;
             }
             // Another process holds the lease: wait for its result.
@@ -191,57 +173,32 @@ impl OAuthService {
     async fn refresh_holding_lease(
         &self,
         token: Token,
-        owner: &str,
+        lease: RefreshLease,
         min_validity_ms: i64,
         force: bool,
     ) -> Result<Token> {
-        let store = self.tokens().store();
-        let id = token.id.as_str().to_owned();
+        let tokens = self.tokens();
+        let id = &token.id;
         let settings = self.settings();
         let now = self.now_ms();
-        let release = || async {
-            if let Err(e) = store.release_lease(&id, owner).await {
-                tracing::warn!(token_id = %id, error = %e, "could not release a refresh lease; it expires by itself");
-            }
-        };
-
-        let provider = match self.provider_for(&token) {
-            Ok(p) => p,
-            Err(e) => {
-                release().await;
-                return Err(e);
-            }
-        };
-        let (client_id, client_secret) = match credentials(&token, &provider) {
-            Ok(c) => c,
-            Err(e) => {
-                release().await;
-                return Err(e);
-            }
-        };
+        // Every early return below drops `lease`, which gives it back.
+        let provider = self.provider_for(&token)?;
+        let (client_id, client_secret) = credentials(&token, &provider)?;
         let refresh_token = token.refresh_token.clone().expect("checked by the caller");
 
         // The budget, per refresh credential: never let a client get locked out by the provider,
         // however many rows hold the same refresh token.
-        let budget_key = budget_key(self, &client_id, &refresh_token);
-        let taken = store
+        let budget_key = tokens.budget_key(&client_id, &refresh_token);
+        if let Err(refusal) = tokens
             .take_refresh_budget(
                 &budget_key,
                 now,
                 settings.refresh_budget,
                 settings.budget_window_ms,
             )
-            .await;
-        let refusal = match taken {
-            Ok(Ok(())) => None,
-            Ok(Err(refusal)) => Some(refusal),
-            Err(e) => {
-                release().await;
-                return Err(e.into());
-            }
-        };
-        if let Some(refusal) = refusal {
-            release().await;
+            .await?
+        {
+            lease.release().await;
             let (outcome, until) = match refusal {
                 BudgetRefusal::Spent { until } => ("budget_exhausted", until),
                 BudgetRefusal::Blocked { until } => ("rate_limited", until),
@@ -297,7 +254,7 @@ impl OAuthService {
                 }
                 fresh.status = TokenStatus::Active;
                 fresh.updated_at = now;
-                self.commit(&fresh, owner).await?;
+                tokens.commit_refresh(lease, &fresh).await?;
                 tracing::info!(token_id = %id, provider = %provider.key, outcome = "refreshed", "refreshed an access token");
                 Ok(fresh)
             }
@@ -305,14 +262,14 @@ impl OAuthService {
                 let mut dead = token.clone();
                 dead.status = TokenStatus::NeedsReauth;
                 dead.updated_at = now;
-                self.commit(&dead, owner).await?;
+                tokens.commit_refresh(lease, &dead).await?;
                 tracing::warn!(token_id = %id, provider = %provider.key, outcome = "needs_reauth", code = %code, "the provider rejected the refresh token");
                 Err(Error::NeedsReauth(format!(
                     "the provider rejected the refresh token ({code}); the user must log in again"
                 )))
             }
             Err(ProviderError::Unavailable(why)) => {
-                release().await;
+                lease.release().await;
                 tracing::warn!(token_id = %id, provider = %provider.key, outcome = "provider_unavailable", why = %why, "refresh failed");
                 if valid_for(&token, now, min_validity_ms) {
                     Ok(token)
@@ -325,10 +282,10 @@ impl OAuthService {
             Err(ProviderError::RateLimited { retry_after_secs }) => {
                 let wait_secs = retry_after_secs.unwrap_or(RATE_LIMIT_BACKOFF_SECS);
                 let until = now + (wait_secs as i64) * 1000;
-                if let Err(e) = store.block_refresh_budget(&budget_key, until).await {
+                if let Err(e) = tokens.back_off_refreshes(&budget_key, until).await {
                     tracing::warn!(token_id = %id, error = %e, "could not record the provider's back-off");
                 }
-                release().await;
+                lease.release().await;
                 tracing::warn!(token_id = %id, provider = %provider.key, outcome = "rate_limited", retry_after_secs = wait_secs, "the provider is rate limiting this client; backing off");
                 if !force && valid_for(&token, now, 0) {
                     Ok(token)
@@ -339,7 +296,7 @@ impl OAuthService {
                 }
             }
             Err(ProviderError::Rejected(code)) => {
-                release().await;
+                lease.release().await;
                 tracing::warn!(token_id = %id, provider = %provider.key, outcome = "rejected", code = %code, "refresh refused");
                 Err(Error::Provider(format!(
                     "the provider refused the refresh ({code})"
@@ -348,73 +305,14 @@ impl OAuthService {
         }
     }
 
-    /// Stores a refresh result, retrying briefly: losing a rotated refresh token would strand
-    /// the user, so a passing database hiccup must not.
-    async fn commit(&self, token: &Token, owner: &str) -> Result<()> {
-        let store = self.tokens().store();
-        self.tokens().forget(token.id.as_str());
-        let mut last = None;
-        for attempt in 0..5u64 {
-            match store
-                .commit_refresh(seal(self.tokens().keys(), token), owner)
-                .await
-            {
-                Ok(true) => {
-                    self.tokens().remember_written(Arc::new(token.clone()));
-                    return Ok(());
-                }
-                Ok(false) => return Err(Error::NotFound),
-                Err(e) => {
-                    tracing::error!(token_id = %token.id, error = %e, attempt, "could not store a refresh result");
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-                }
-            }
-        }
-        Err(last.expect("at least one attempt").into())
-    }
-
-    /// Records that the token was handed out (for the background refresher), at most once a
-    /// minute per token and process; the marks are written in batches, off the request path.
-    fn mark_used(&self, token: &Token) {
-        let now = self.now_ms();
-        let id = token.id.as_str();
-        if let Some(at) = self.inner.used_marks.get(id) {
-            if now - at < USED_MARK_EVERY_MS {
-                return;
-            }
-        }
-        self.inner.used_marks.insert(id.to_owned(), now);
-        self.inner
-            .unwritten_marks
-            .lock()
-            .expect("marks poisoned")
-            .push(id.to_owned());
-    }
-
     /// Deletes refresh budgets whose window is over (and that are not backing off): a credential
     /// that refreshes again starts a new window anyway, so the table holds only live ones.
     pub async fn purge_refresh_budgets(&self) {
         let before = self.now_ms() - self.settings().budget_window_ms;
-        match self.tokens().store().purge_refresh_budgets(before).await {
+        match self.tokens().purge_refresh_budgets(before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(budgets = n, "forgot refresh budgets whose window is over"),
             Err(e) => tracing::warn!(error = %e, "could not purge refresh budgets"),
-        }
-    }
-
-    /// Writes the use marks gathered since the last call, in a few statements. Runs every few
-    /// seconds off the request path (see `background::spawn_use_marks`).
-    pub async fn write_use_marks(&self) {
-        let ids = std::mem::take(&mut *self.inner.unwritten_marks.lock().expect("marks poisoned"));
-        if ids.is_empty() {
-            return;
-        }
-        let now = self.now_ms();
-        for chunk in ids.chunks(100) {
-            if let Err(e) = self.tokens().store().mark_used(chunk, now).await {
-                tracing::warn!(tokens = chunk.len(), error = %e, "could not record token use");
-            }
         }
     }
 }

@@ -8,8 +8,6 @@ use tokio::task::JoinHandle;
 
 use super::OAuthService;
 use crate::config::BackgroundRefreshSettings;
-use crate::domain::{TenantName, TokenId};
-use crate::tokens::Tenancy;
 
 /// How many due tokens one pass looks at.
 const BATCH: i64 = 200;
@@ -40,7 +38,7 @@ pub fn spawn_use_marks(engine: OAuthService) -> JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for n in 0u64.. {
             tick.tick().await;
-            engine.write_use_marks().await;
+            engine.tokens().write_use_marks().await;
             if n % PURGE_BUDGETS_EVERY_TICKS == PURGE_BUDGETS_EVERY_TICKS - 1 {
                 engine.purge_refresh_budgets().await;
             }
@@ -59,10 +57,9 @@ pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSetting
     let now = engine.now_ms();
     let ahead_ms = (settings.ahead_secs * 1000) as i64;
     // Marks not written yet would hide tokens that are in use.
-    engine.write_use_marks().await;
+    engine.tokens().write_use_marks().await;
     let due = match engine
         .tokens()
-        .store()
         .refresh_due(
             now + ahead_ms,
             now - (settings.used_within_secs * 1000) as i64,
@@ -78,17 +75,18 @@ pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSetting
     };
     futures::stream::iter(due)
         .map(|d| async move {
-            let Ok(id) = TokenId::parse(d.id) else {
-                return false;
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    // A corrupt row is skipped, loudly: never refreshed as "no tenant".
+                    tracing::error!(error = %e, "background refresh skipped a token it cannot read");
+                    return false;
+                }
             };
-            let tenancy = match TenantName::parse(d.tenant) {
-                Ok(t) => Tenancy::Only(t),
-                Err(_) => Tenancy::Unrestricted,
-            };
-            match engine.refresh(&tenancy, &id, ahead_ms, false).await {
+            match engine.refresh(&d.tenancy, &d.id, ahead_ms, false).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::warn!(token_id = %id, error = %e, "background refresh failed");
+                    tracing::warn!(token_id = %d.id, error = %e, "background refresh failed");
                     false
                 }
             }

@@ -16,8 +16,7 @@ use crate::domain::{
     UserName,
 };
 use crate::error::{Error, Result};
-use crate::store::StateRow;
-use crate::tokens::Tenancy;
+use crate::tokens::{PendingLogin, Tenancy};
 
 /// `POST /v1/oauth/exchange`, parsed.
 #[derive(Debug)]
@@ -270,30 +269,20 @@ impl OAuthService {
                 format!("providers.{}.client_id is not configured", provider.key),
             )
         })?;
-        let tenant = match tenancy {
-            Tenancy::Only(t) => t.as_str().to_owned(),
-            Tenancy::Unrestricted => String::new(),
-        };
         let state = Secret::new(random_b64(32));
         let verifier = Secret::new(random_b64(48));
         let redirect_uri = self.callback_url();
-        let now = self.now_ms();
-        let keys = self.tokens().keys();
-        let state_hash = keys.lookup_hash(&state);
-        let row = StateRow {
-            code_verifier: Some(keys.encrypt(&state_hash, "code_verifier", &verifier)),
-            state_hash,
-            provider: provider.key.to_string(),
-            tenant,
-            caller: caller.chars().take(255).collect(),
-            user_name: req.user_name.as_ref().map(|u| u.as_str().to_owned()),
+        let login = PendingLogin {
+            provider: provider.key.clone(),
+            tenant: tenancy.own_tenant().cloned(),
+            caller: caller.to_owned(),
+            user_name: req.user_name.clone(),
             return_to: req.return_to.as_ref().map(Url::to_string),
             redirect_uri: redirect_uri.clone(),
-            key_id: keys.active_key_id().to_owned(),
-            created_at: now,
-            expires_at: now + self.settings().state_ttl_ms,
+            code_verifier: Some(verifier.clone()),
         };
-        self.tokens().store().insert_state(row, now).await?;
+        let expires_at = self.now_ms() + self.settings().state_ttl_ms;
+        self.tokens().save_login(&state, &login, expires_at).await?;
 
         let mut url = provider.authorize_url.clone();
         {
@@ -332,25 +321,14 @@ impl OAuthService {
         let state = params
             .state
             .ok_or_else(|| Error::bad_request("invalid_state", "the login has no state"))?;
-        let keys = self.tokens().keys();
-        let state_hash = keys.lookup_hash(&state);
-        let row = self
-            .tokens()
-            .store()
-            .take_state(&state_hash, self.now_ms())
-            .await?
-            .ok_or_else(|| {
-                Error::bad_request(
-                    "invalid_state",
-                    "this login link is unknown, expired or already used; start the login again",
-                )
-            })?;
-        crate::audit::note_caller(
-            &row.caller,
-            Some(row.tenant.as_str()).filter(|t| !t.is_empty()),
-        );
-        let provider_key = ProviderKey::parse(row.provider.clone())
-            .map_err(|_| Error::Internal(anyhow::anyhow!("stored login has a bad provider")))?;
+        let login = self.tokens().take_login(&state).await?.ok_or_else(|| {
+            Error::bad_request(
+                "invalid_state",
+                "this login link is unknown, expired or already used; start the login again",
+            )
+        })?;
+        crate::audit::note_caller(&login.caller, login.tenant.as_ref().map(TenantName::as_str));
+        let provider_key = login.provider.clone();
         let mut provider = self.providers().get(&provider_key).ok_or_else(|| {
             Error::Provider(format!("provider `{provider_key}` is no longer configured"))
         })?;
@@ -391,11 +369,6 @@ impl OAuthService {
         let code = params
             .code
             .ok_or_else(|| Error::bad_request("invalid_code", "the provider sent no code"))?;
-        let verifier = row
-            .code_verifier
-            .as_ref()
-            .map(|blob| keys.decrypt(&row.key_id, &row.state_hash, "code_verifier", blob))
-            .transpose()?;
         let (client_id, client_secret) = match (&provider.client_id, &provider.client_secret) {
             (Some(id), secret) => (id.clone(), secret.as_ref()),
             (None, _) => {
@@ -415,41 +388,29 @@ impl OAuthService {
                     client_secret,
                 },
                 &code,
-                Some(&row.redirect_uri),
-                verifier.as_ref().filter(|_| provider.pkce),
+                Some(&login.redirect_uri),
+                login.code_verifier.as_ref().filter(|_| provider.pkce),
             )
             .await
             .map_err(exchange_error)?;
-        let tenant =
-            match row.tenant.as_str() {
-                "" => None,
-                t => Some(TenantName::parse(t).map_err(|_| {
-                    Error::Internal(anyhow::anyhow!("stored login has a bad tenant"))
-                })?),
-            };
-        let user_name = row
-            .user_name
-            .map(UserName::parse)
-            .transpose()
-            .map_err(|_| Error::Internal(anyhow::anyhow!("stored login has a bad user name")))?;
         let partial = self.granted_token(
             &provider,
             grant,
-            user_name,
-            tenant,
+            login.user_name,
+            login.tenant,
             Some(client_id),
             None,
             None,
-            Some(row.redirect_uri),
+            Some(login.redirect_uri),
         );
         let replaced = self.replaced_token(&Tenancy::Unrestricted, &partial).await;
         let (token, _) = self.tokens().save(&Tenancy::Unrestricted, partial).await?;
         self.revoke_replaced(replaced, &token, provider.clone());
         crate::audit::note_token(token.id.as_str());
-        tracing::info!(token_id = %token.id, provider = %provider.key, caller = %row.caller, outcome = "connected", "finished a browser login");
+        tracing::info!(token_id = %token.id, provider = %provider.key, caller = %login.caller, outcome = "connected", "finished a browser login");
         Ok(CallbackOutcome {
             token,
-            return_to: row.return_to,
+            return_to: login.return_to,
         })
     }
 

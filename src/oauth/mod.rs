@@ -58,10 +58,6 @@ struct Inner {
     /// One async mutex per token being refreshed in this process: concurrent callers queue here
     /// and find the fresh token when their turn comes; the database lease covers other processes.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// When this process last wrote `last_used_at` per token (written at most once a minute).
-    used_marks: quick_cache::sync::Cache<String, i64>,
-    /// Tokens handed out whose `last_used_at` is not written yet.
-    unwritten_marks: Mutex<Vec<String>>,
 }
 
 impl OAuthService {
@@ -78,8 +74,6 @@ impl OAuthService {
                 client,
                 settings,
                 locks: Mutex::new(HashMap::new()),
-                used_marks: quick_cache::sync::Cache::new(100_000),
-                unwritten_marks: Mutex::new(Vec::new()),
             }),
         }
     }

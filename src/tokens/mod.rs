@@ -1,8 +1,12 @@
 //! The six TokenStore operations with their matching and upsert rules, over the encrypted store.
 
 mod cache;
+mod login_states;
 mod matching;
+mod refresh;
+mod rotation;
 mod sealing;
+mod tenancy;
 
 use std::sync::Arc;
 
@@ -10,8 +14,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 
 use cache::{AccessCache, Lookup};
+pub use login_states::PendingLogin;
 pub use matching::{match_rule, MatchRule};
+pub use refresh::{BudgetKey, BudgetRefusal, DueToken, RefreshLease};
+pub use rotation::RotationReport;
 pub use sealing::{open, seal};
+pub use tenancy::Tenancy;
 
 use crate::clock::Clock;
 use crate::crypto::KeyRing;
@@ -20,42 +28,6 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::store::{ListFilter, Store, StoreError, TenantFilter};
-
-/// Which tenant a caller is confined to (from the JWT's `tenant` claim).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tenancy {
-    /// The caller's JWT names no tenant: it may act on any tenant.
-    Unrestricted,
-    /// The caller sees and changes only this tenant's tokens.
-    Only(TenantName),
-}
-
-impl Tenancy {
-    /// The rows this caller may see.
-    pub fn filter(&self) -> TenantFilter {
-        match self {
-            Self::Unrestricted => TenantFilter::Any,
-            Self::Only(t) => TenantFilter::Only(t.as_str().to_owned()),
-        }
-    }
-
-    /// The one tenant a find or save acts in: the caller's own, or (unrestricted callers) the
-    /// one the request names, else none.
-    pub fn resolve(&self, requested: Option<&TenantName>) -> Result<Option<TenantName>> {
-        match (self, requested) {
-            (Self::Unrestricted, r) => Ok(r.cloned()),
-            (Self::Only(own), None) => Ok(Some(own.clone())),
-            (Self::Only(own), Some(r)) if r == own => Ok(Some(own.clone())),
-            (Self::Only(_), Some(_)) => Err(Error::Forbidden(
-                "tenant: a caller may only act on its own tenant".into(),
-            )),
-        }
-    }
-}
-
-fn tenant_key(t: &Option<TenantName>) -> &str {
-    t.as_ref().map(TenantName::as_str).unwrap_or("")
-}
 
 /// Whether a save created a row or updated one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +73,8 @@ pub struct TokenService {
     known_providers: Option<Arc<std::collections::BTreeSet<String>>>,
     /// Decrypted tokens for the access-token hot path, by id (see [`TokenService::get_cached`]).
     cache: Option<Arc<AccessCache>>,
+    /// Tokens handed out, for `last_used_at` (see `refresh.rs`).
+    marks: Arc<refresh::UseMarks>,
 }
 
 impl TokenService {
@@ -121,6 +95,7 @@ impl TokenService {
             max_page_size,
             known_providers: None,
             cache: None,
+            marks: Arc::default(),
         }
     }
 
@@ -166,9 +141,10 @@ impl TokenService {
                 token
             }
         };
-        match tenancy {
-            Tenancy::Only(t) if token.tenant.as_ref() != Some(t) => Err(Error::NotFound),
-            _ => Ok(token),
+        if tenancy.sees(token.tenant.as_ref()) {
+            Ok(token)
+        } else {
+            Err(Error::NotFound)
         }
     }
 
@@ -224,10 +200,7 @@ impl TokenService {
     /// reads the database.
     pub fn peek_cached(&self, tenancy: &Tenancy, id: &TokenId) -> Option<Arc<Token>> {
         let token = self.cache.as_ref()?.peek(id.as_str())?;
-        match tenancy {
-            Tenancy::Only(t) if token.tenant.as_ref() != Some(t) => None,
-            _ => Some(token),
-        }
+        tenancy.sees(token.tenant.as_ref()).then_some(token)
     }
 
     /// Caches a token this broker has just written, so readers waiting for it need not read it
@@ -305,7 +278,8 @@ impl TokenService {
             )
             .into());
         }
-        self.find_in(tenant_key(&tenant), partial).await
+        self.find_in(tenancy::to_column(tenant.as_ref()), partial)
+            .await
     }
 
     async fn find_in(&self, tenant: &str, partial: &PartialToken) -> Result<Option<Token>> {
@@ -390,7 +364,10 @@ impl TokenService {
             .filter(|t| partial.tenant.is_none() || t.tenant == tenant);
             let existing = match existing {
                 Some(t) => Some(t),
-                None => self.find_in(tenant_key(&tenant), &partial).await?,
+                None => {
+                    self.find_in(tenancy::to_column(tenant.as_ref()), &partial)
+                        .await?
+                }
             };
             let now = self.clock.now_ms();
             match existing {
@@ -522,62 +499,6 @@ impl TokenService {
     }
 }
 
-/// What a key rotation did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RotationReport {
-    pub reencrypted: usize,
-    pub unchanged: usize,
-}
-
-impl TokenService {
-    /// Re-encrypts every token still under an older key with the active key. Safe while the
-    /// service runs: a row written meanwhile (already under the active key) is left alone.
-    pub async fn reencrypt_all(&self) -> Result<RotationReport> {
-        let active = self.keys.active_key_id().to_owned();
-        let mut report = RotationReport::default();
-        let mut after = None;
-        loop {
-            let rows = self
-                .store
-                .list_tokens(
-                    &TenantFilter::Any,
-                    &ListFilter {
-                        after: after.clone(),
-                        limit: 200,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.id.clone());
-            for mut row in rows {
-                loop {
-                    if row.key_id == active {
-                        report.unchanged += 1;
-                        break;
-                    }
-                    let (read_key, read_at) = (row.key_id.clone(), row.updated_at);
-                    let sealed = seal(&self.keys, &open(&self.keys, row.clone())?);
-                    if self
-                        .store
-                        .reencrypt_token(sealed, &read_key, read_at)
-                        .await?
-                    {
-                        report.reencrypted += 1;
-                        break;
-                    }
-                    // Written meanwhile: look again.
-                    match self.store.token_by_id(&row.id, &TenantFilter::Any).await? {
-                        Some(fresh) => row = fresh,
-                        None => break,
-                    }
-                }
-            }
-        }
-        Ok(report)
-    }
-}
-
 fn decode_cursor(cursor: &str) -> Result<String> {
     let invalid =
         || Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued");
@@ -587,8 +508,6 @@ fn decode_cursor(cursor: &str) -> Result<String> {
     Ok(id)
 }
 
-/// Applies the fields a save carries to the stored token; absent fields keep their stored value.
-/// A save that brings new credentials and no explicit status makes the token active again.
 /// Whose values a save takes when they are older than the stored ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Freshness {
@@ -618,6 +537,8 @@ fn without_credentials(p: &PartialToken) -> PartialToken {
     }
 }
 
+/// Applies the fields a save carries to the stored token; absent fields keep their stored value.
+/// A save that brings new credentials and no explicit status makes the token active again.
 pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
     let brings_credentials =
         p.refresh_token.is_some() || p.access_token.is_some() || p.grant_token.is_some();

@@ -1,7 +1,8 @@
 //! Turning a `Token` into a stored row (encrypting secrets, computing lookup hashes) and back.
 
+use super::tenancy;
 use crate::crypto::KeyRing;
-use crate::domain::{ProviderKey, Secret, TenantName, Token, TokenId, TokenStatus, UserName};
+use crate::domain::{ProviderKey, Secret, Token, TokenId, TokenStatus, UserName};
 use crate::error::Result;
 use crate::store::TokenRow;
 
@@ -19,11 +20,7 @@ pub fn seal(keys: &KeyRing, t: &Token) -> TokenRow {
     let hash = |s: &Option<Secret>| s.as_ref().map(|s| keys.lookup_hash(s));
     TokenRow {
         id: id.to_owned(),
-        tenant: t
-            .tenant
-            .as_ref()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
+        tenant: tenancy::to_column(t.tenant.as_ref()).to_owned(),
         provider: t.provider.as_str().to_owned(),
         user_name: t.user_name.as_ref().map(|u| u.as_str().to_owned()),
         client_id: t.client_id.clone(),
@@ -61,10 +58,7 @@ pub fn open(keys: &KeyRing, row: TokenRow) -> Result<Token> {
         access_token: dec(SECRET_COLUMNS[2], &row.access_token)?,
         grant_token: dec(SECRET_COLUMNS[3], &row.grant_token)?,
         id: TokenId::parse(row.id.clone()).map_err(|_| corrupt("id"))?,
-        tenant: match row.tenant.as_str() {
-            "" => None,
-            t => Some(TenantName::parse(t).map_err(|_| corrupt("tenant"))?),
-        },
+        tenant: tenancy::from_column(&row.tenant, "token")?,
         provider: ProviderKey::parse(row.provider.clone()).map_err(|_| corrupt("provider"))?,
         user_name: row
             .user_name
