@@ -7,6 +7,7 @@ mod refresh;
 mod rotation;
 mod sealing;
 mod tenancy;
+mod upsert;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use refresh::{BudgetKey, BudgetRefusal, DueToken, RefreshLease};
 pub use rotation::RotationReport;
 pub use sealing::{open, seal};
 pub use tenancy::Tenancy;
+pub use upsert::merge;
 
 use crate::clock::Clock;
 use crate::crypto::KeyRing;
@@ -27,7 +29,7 @@ use crate::domain::{
     InvalidField, PartialToken, ProviderKey, TenantName, Token, TokenId, TokenStatus,
 };
 use crate::error::{Error, Result};
-use crate::store::{ListFilter, Store, StoreError, TenantFilter};
+use crate::store::{ListFilter, Store, TenantFilter};
 
 /// Whether a save created a row or updated one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +58,6 @@ pub struct ListQuery {
 
 /// How long re-reads of cached tokens gather before one query reads them all.
 const RELOAD_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// How many times save retries after losing an insert race before it reports a conflict.
-const SAVE_ATTEMPTS: usize = 5;
 
 /// The token store: matching, upsert and tenancy rules over the encrypted database.
 #[derive(Clone)]
@@ -317,131 +316,6 @@ impl TokenService {
         open(&self.keys, row)
     }
 
-    /// save_token: updates the token the partial one matches (by id first, then the find rules),
-    /// or inserts it with the given or a generated id. Never creates a second row for a token
-    /// that find would match, even when saves of the same user race.
-    pub async fn save(&self, tenancy: &Tenancy, partial: PartialToken) -> Result<(Token, Saved)> {
-        self.save_merging(tenancy, partial, Freshness::Caller).await
-    }
-
-    /// Like [`save`](Self::save), for imports of other stores' files: a row whose access token
-    /// expires before the stored one's is older than what the broker has (it refreshed since the
-    /// file was written), so its access token, expiry and grant are not taken.
-    pub async fn save_import(
-        &self,
-        tenancy: &Tenancy,
-        partial: PartialToken,
-    ) -> Result<(Token, Saved)> {
-        self.save_merging(tenancy, partial, Freshness::KeepNewer)
-            .await
-    }
-
-    async fn save_merging(
-        &self,
-        tenancy: &Tenancy,
-        partial: PartialToken,
-        freshness: Freshness,
-    ) -> Result<(Token, Saved)> {
-        let tenant = tenancy.resolve(partial.tenant.as_ref())?;
-        if let (Some(p), Some(known)) = (&partial.provider, &self.known_providers) {
-            if !known.contains(p.as_str()) {
-                return Err(InvalidField::new(
-                    "provider",
-                    "not a provider configured on this broker",
-                )
-                .into());
-            }
-        }
-        for _ in 0..SAVE_ATTEMPTS {
-            let existing = match &partial.id {
-                Some(id) => self.get(tenancy, id).await.map(Some).or_else(|e| match e {
-                    Error::NotFound => Ok(None),
-                    e => Err(e),
-                })?,
-                None => None,
-            }
-            // Found by id: it keeps its own tenant unless the request names a different one.
-            .filter(|t| partial.tenant.is_none() || t.tenant == tenant);
-            let existing = match existing {
-                Some(t) => Some(t),
-                None => {
-                    self.find_in(tenancy::to_column(tenant.as_ref()), &partial)
-                        .await?
-                }
-            };
-            let now = self.clock.now_ms();
-            match existing {
-                Some(current) => {
-                    let merged = match freshness {
-                        Freshness::KeepNewer if is_older_than(&partial, &current) => {
-                            merge(current, &without_credentials(&partial), now)
-                        }
-                        _ => merge(current, &partial, now),
-                    };
-                    self.forget(merged.id.as_str());
-                    match self.store.update_token(seal(&self.keys, &merged)).await {
-                        Ok(true) => {
-                            // Also after the write: a reader may have cached the old row meanwhile.
-                            self.forget(merged.id.as_str());
-                            return Ok((merged, Saved::Updated));
-                        }
-                        // Deleted between our read and write: start over (it may insert now).
-                        Ok(false) => continue,
-                        Err(StoreError::Conflict) => return Err(Error::Conflict(
-                            "another token of this tenant already has that provider and user_name"
-                                .into(),
-                        )),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                None => {
-                    let token = self.new_token(&partial, tenant.clone(), now)?;
-                    match self.store.insert_token(seal(&self.keys, &token)).await {
-                        Ok(()) => return Ok((token, Saved::Created)),
-                        // A concurrent save won the race: the next round finds and updates it.
-                        Err(StoreError::Conflict) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        Err(Error::Conflict(
-            "the token could not be saved: its id or user_name is taken by a token you cannot update"
-                .into(),
-        ))
-    }
-
-    fn new_token(&self, p: &PartialToken, tenant: Option<TenantName>, now: i64) -> Result<Token> {
-        if p.refresh_token.is_none() && p.access_token.is_none() && p.grant_token.is_none() {
-            return Err(InvalidField::new(
-                "refresh_token",
-                "a new token needs at least one of refresh_token, access_token or grant_token",
-            )
-            .into());
-        }
-        Ok(Token {
-            id: p.id.clone().unwrap_or_else(TokenId::generate),
-            tenant,
-            provider: p
-                .provider
-                .clone()
-                .unwrap_or_else(|| self.default_provider.clone()),
-            user_name: p.user_name.clone(),
-            client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone(),
-            refresh_token: p.refresh_token.clone(),
-            access_token: p.access_token.clone(),
-            grant_token: p.grant_token.clone(),
-            expiry_time: p.expiry_time,
-            granted_lifetime_ms: p.granted_lifetime_ms,
-            redirect_url: p.redirect_url.clone(),
-            api_domain: p.api_domain.clone(),
-            status: p.status.unwrap_or(TokenStatus::Active),
-            created_at: now,
-            updated_at: now,
-        })
-    }
-
     /// delete_token.
     pub async fn delete(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
         self.forget(id.as_str());
@@ -506,70 +380,6 @@ fn decode_cursor(cursor: &str) -> Result<String> {
     let id = String::from_utf8(bytes).map_err(|_| invalid())?;
     TokenId::parse(id.clone()).map_err(|_| invalid())?;
     Ok(id)
-}
-
-/// Whose values a save takes when they are older than the stored ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Freshness {
-    /// A caller's save: what it sends wins (the SDKs save what they just got).
-    Caller,
-    /// An import: never roll a newer stored token back to the file's older one.
-    KeepNewer,
-}
-
-/// True when `p`'s access token expires before the stored token's: `p` predates the stored one.
-fn is_older_than(p: &PartialToken, stored: &Token) -> bool {
-    matches!(
-        (p.expiry_time, stored.expiry_time, &stored.access_token),
-        (Some(theirs), Some(ours), Some(_)) if theirs < ours
-    )
-}
-
-/// `p` without the credentials that belong to one moment of the grant.
-fn without_credentials(p: &PartialToken) -> PartialToken {
-    PartialToken {
-        access_token: None,
-        expiry_time: None,
-        refresh_token: None,
-        grant_token: None,
-        status: None,
-        ..p.clone()
-    }
-}
-
-/// Applies the fields a save carries to the stored token; absent fields keep their stored value.
-/// A save that brings new credentials and no explicit status makes the token active again.
-pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
-    let brings_credentials =
-        p.refresh_token.is_some() || p.access_token.is_some() || p.grant_token.is_some();
-    macro_rules! take {
-        ($($field:ident),*) => { $( if let Some(v) = &p.$field { t.$field = Some(v.clone()); } )* };
-    }
-    take!(
-        user_name,
-        client_id,
-        client_secret,
-        refresh_token,
-        access_token,
-        grant_token,
-        expiry_time,
-        redirect_url,
-        api_domain
-    );
-    if let Some(provider) = &p.provider {
-        t.provider = provider.clone();
-    }
-    // A new expiry from a caller comes with no known lifetime; one from the broker's own grant does.
-    if p.expiry_time.is_some() {
-        t.granted_lifetime_ms = p.granted_lifetime_ms;
-    }
-    match p.status {
-        Some(s) => t.status = s,
-        None if brings_credentials => t.status = TokenStatus::Active,
-        None => {}
-    }
-    t.updated_at = now;
-    t
 }
 
 /// Drops the cached copies of the tokens a re-check asked for and the database no longer has.
