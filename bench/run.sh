@@ -22,6 +22,7 @@
 #   VARIANTS        1        also measure the hot path (a) pinned: broker on CPU 0, wrk on CPU 1,
 #                            (b) with log.filter=info (request logs to a file)
 #   VARIANT_BACKENDS sqlite postgres   the backends those variants run on
+#   BROKER_BIN      (unset)  a token-broker binary to measure instead of building this checkout's
 #   PG_ADMIN_URL    postgres://postgres@127.0.0.1:5432/test
 #   MYSQL_HOST/MYSQL_PORT/MYSQL_USER   127.0.0.1 / 3306 / root (no password)
 set -euo pipefail
@@ -70,9 +71,15 @@ need_apt taskset util-linux
 case " $BACKENDS " in *" postgres "*) need_apt psql postgresql-client ;; esac
 case " $BACKENDS " in *" mysql "*) need_apt mysql mariadb-client ;; esac
 
-log "cargo build --release --locked"
-cargo build --release --locked
-BIN="$ROOT/target/release/token-broker"
+if [ -n "${BROKER_BIN:-}" ]; then
+    # A/B runs: the same script against another build (e.g. the commit before a redesign).
+    BIN=$BROKER_BIN
+    log "using $BIN (BROKER_BIN)"
+else
+    log "cargo build --release --locked"
+    cargo build --release --locked
+    BIN="$ROOT/target/release/token-broker"
+fi
 [ -x "$BIN" ] || die "no $BIN after the build"
 
 # ---------------------------------------------------------------------------------------------
