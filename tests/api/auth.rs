@@ -68,7 +68,7 @@ async fn list_status(app: &crate::helpers::TestApp, jwt: &str) -> StatusCode {
 #[tokio::test]
 async fn calls_without_a_jwt_get_401_with_a_bearer_challenge() {
     let app = spawn_app(Backend::Sqlite).await;
-    let r = app.client.get(app.url("/v1/tokens")).send().await.unwrap();
+    let r = app.get_public("/v1/tokens").await;
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let (status, body) = error_of(r).await;
     assert_eq!(
@@ -77,7 +77,7 @@ async fn calls_without_a_jwt_get_401_with_a_bearer_challenge() {
     );
 
     let r = app
-        .client
+        .http
         .get(app.url("/v1/tokens"))
         .header("authorization", "Basic dXNlcjpwYXNz")
         .send()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::client::ApiClient;
 use crate::helpers::{spawn_app_with, Backend};
 use crate::processes::{clean_command, config_with_keys, BrokerCli};
 
@@ -111,13 +112,12 @@ async fn the_default_setup_runs_and_never_logs_a_secret() {
             .join("\n")
     });
 
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let api = ApiClient::new(format!("http://127.0.0.1:{port}"));
     let mut ready = false;
     for _ in 0..100 {
-        if client
-            .get(format!("{base}/readyz"))
-            .send()
+        if api
+            .readyz()
+            .try_send()
             .await
             .is_ok_and(|r| r.status() == 200)
         {
@@ -156,29 +156,23 @@ async fn the_default_setup_runs_and_never_logs_a_secret() {
         "LOGCHECK-access",
         "LOGCHECK-grant",
     ];
-    let r = client
-        .put(format!("{base}/v1/tokens"))
-        .bearer_auth(&jwt)
-        .json(&json!({ "user_name": "log@example.com", "client_secret": secrets[0], "refresh_token": secrets[1], "access_token": secrets[2], "grant_token": secrets[3] }))
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .save(&jwt, &json!({ "user_name": "log@example.com", "client_secret": secrets[0], "refresh_token": secrets[1], "access_token": secrets[2], "grant_token": secrets[3] }))
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = client
-        .post(format!("{base}/v1/tokens/find"))
-        .bearer_auth(&jwt)
-        .json(&json!({ "refresh_token": secrets[1], "client_id": "x" }))
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .find(
+            &jwt,
+            &json!({ "refresh_token": secrets[1], "client_id": "x" }),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let _ = client
-        .put(format!("{base}/v1/tokens"))
-        .bearer_auth(&jwt)
-        .json(&json!({ "user_name": "log@example.com", "expiry_time": secrets[2] }))
-        .send()
-        .await
-        .unwrap();
+    let _ = api
+        .save(
+            &jwt,
+            &json!({ "user_name": "log@example.com", "expiry_time": secrets[2] }),
+        )
+        .await;
 
     unsafe_kill_term(child.id());
     let status = child.wait().unwrap();
@@ -265,13 +259,9 @@ async fn keys_rotate_reencrypts_every_token_and_the_old_key_can_go() {
         },
     )
     .unwrap();
-    let found: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/tokens/find", broker.base))
-        .bearer_auth(&jwt)
-        .json(&json!({ "refresh_token": "ROT-RT-1" }))
-        .send()
+    let found: serde_json::Value = broker
+        .find(&jwt, &json!({ "refresh_token": "ROT-RT-1" }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -297,23 +287,14 @@ async fn sigterm_finishes_requests_in_flight() {
         .serve(&[("TOKEN_BROKER__OAUTH__BACKGROUND__ENABLED", "false")])
         .await;
     let jwt = app.jwt("tokens:write tokens:access");
-    let client = reqwest::Client::new();
-    let saved: serde_json::Value = client
-        .put(format!("{}/v1/tokens", broker.base))
-        .bearer_auth(&jwt)
-        .json(&json!({ "user_name": "slow@example.com", "provider": "fake", "refresh_token": "rt", "access_token": "at", "expiry_time": 1 }))
-        .send()
+    let saved: serde_json::Value = broker
+        .save(&jwt, &json!({ "user_name": "slow@example.com", "provider": "fake", "refresh_token": "rt", "access_token": "at", "expiry_time": 1 }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
-    let url = format!(
-        "{}/v1/tokens/{}/access-token",
-        broker.base,
-        saved["id"].as_str().unwrap()
-    );
-    let in_flight = tokio::spawn(async move { client.get(url).bearer_auth(jwt).send().await });
+    let call = broker.access_token(&jwt, saved["id"].as_str().unwrap(), "");
+    let in_flight = tokio::spawn(call.try_send());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let status = broker.terminate().await;
     let answer = in_flight
@@ -335,9 +316,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await;
     let cli = BrokerCli::with_config(&crate::processes::shared_config(&app.settings));
     let mut broker = cli.serve(&[("TOKEN_BROKER__LOG__FORMAT", "json")]).await;
-    reqwest::get(format!("{}/healthz", broker.base))
-        .await
-        .unwrap();
+    broker.healthz().await;
     assert!(broker.terminate().await.success());
     let log = broker.log();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();

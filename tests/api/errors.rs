@@ -13,7 +13,7 @@ async fn put_raw(
     content_type: &str,
     body: impl Into<reqwest::Body>,
 ) -> reqwest::Response {
-    app.client
+    app.http
         .put(app.url("/v1/tokens"))
         .bearer_auth(app.admin())
         .header("content-type", content_type)
@@ -141,20 +141,13 @@ async fn spawn_app_small_limit() -> TestApp {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app(Backend::Sqlite).await;
-    let (status, body) =
-        error_of(app.client.get(app.url("/v2/nothing")).send().await.unwrap()).await;
+    let (status, body) = error_of(app.get_public("/v2/nothing").await).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
-    let (status, body) = error_of(
-        app.client
-            .patch(app.url("/v1/tokens"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) =
+        error_of(app.http.patch(app.url("/v1/tokens")).send().await.unwrap()).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))

@@ -8,6 +8,8 @@ use token_broker::config::{ProviderSettings, Settings};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
+
 /// Client credentials the fake provider expects; the secret has every character that needs
 /// form-encoding.
 pub const CLIENT_ID: &str = "fake-client";
@@ -128,4 +130,24 @@ pub fn with_fake(s: &mut Settings, fake: &FakeProvider, auth_method: &str) {
     s.oauth.retry_max_delay_ms = 40;
     s.oauth.http_timeout_secs = 2;
     s.oauth.background.enabled = false;
+}
+
+/// A broker that talks to `fake` (as providers `fake` and `zoho-eu`) with client_secret_basic.
+pub async fn app_with(backend: Backend, fake: &FakeProvider) -> TestApp {
+    spawn_app_with(backend, |s| with_fake(s, fake, "client_secret_basic")).await
+}
+
+/// Stores a token of the fake provider whose access token expires `expires_in_ms` from now;
+/// returns its id.
+pub async fn seed(app: &TestApp, expires_in_ms: i64) -> String {
+    let t = app
+        .seed(json!({
+            "user_name": "alice@example.com",
+            "provider": "fake",
+            "refresh_token": "rt-1",
+            "access_token": "at-1",
+            "expiry_time": now_ms() + expires_in_ms,
+        }))
+        .await;
+    t["id"].as_str().unwrap().to_owned()
 }

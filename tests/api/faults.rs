@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::fake_provider::{with_fake, FakeProvider};
-use crate::helpers::{error_of, spawn_app_with, Backend};
+use crate::helpers::{error_of, spawn_app_with, Backend, BackendExt};
 use crate::processes::{shared_config, BrokerCli};
 
 crate::on_every_backend!(a_broker_killed_mid_refresh_loses_no_token);
@@ -98,7 +98,6 @@ async fn a_broker_killed_mid_refresh_loses_no_token(backend: Backend) {
     );
     let cli = BrokerCli::with_config(&config);
     let jwt = app.jwt("tokens:write tokens:read tokens:secrets");
-    let client = reqwest::Client::new();
 
     // Hammer forced refreshes, then kill -9 while they are in flight. The budget is lifted: how
     // many refreshes fit in the hammering depends on the build's speed, and a spent budget
@@ -107,24 +106,15 @@ async fn a_broker_killed_mid_refresh_loses_no_token(backend: Backend) {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<JoinHandle<usize>> = (0..4)
         .map(|w| {
-            let (client, jwt, ids, base, stop) = (
-                client.clone(),
-                jwt.clone(),
-                ids.clone(),
-                broker.base.clone(),
-                stop.clone(),
-            );
+            let (api, jwt, ids, stop) =
+                (broker.api.clone(), jwt.clone(), ids.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut ok = 0;
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
                     let id = &ids[i % ids.len()];
                     i += 1;
-                    let r = client
-                        .post(format!("{base}/v1/tokens/{id}/refresh"))
-                        .bearer_auth(&jwt)
-                        .send()
-                        .await;
+                    let r = api.refresh(&jwt, id).try_send().await;
                     match r {
                         Ok(r) if r.status() == StatusCode::OK => ok += 1,
                         Ok(r) => panic!("refresh answered {} before the crash", r.status()),
@@ -149,26 +139,13 @@ async fn a_broker_killed_mid_refresh_loses_no_token(backend: Backend) {
     let broker = cli.serve(&[]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for (i, id) in ids.iter().enumerate() {
-        let r = client
-            .post(format!("{}/v1/tokens/{id}/refresh", broker.base))
-            .bearer_auth(&jwt)
-            .send()
-            .await
-            .unwrap();
+        let r = broker.refresh(&jwt, id).await;
         assert_eq!(
             r.status(),
             StatusCode::OK,
             "token {i} is stuck after the crash"
         );
-        let stored: Value = client
-            .get(format!("{}/v1/tokens/{id}", broker.base))
-            .bearer_auth(&jwt)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stored: Value = broker.get_token(&jwt, id).await.json().await.unwrap();
         assert_eq!(stored["status"], "active");
         assert_eq!(
             stored["refresh_token"],
@@ -266,15 +243,10 @@ async fn database_down_and_back(backend: Backend, port: u16) {
     )
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.readyz().await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.healthz().await.status(),
         StatusCode::OK,
         "the process itself is fine"
     );
@@ -291,15 +263,7 @@ async fn database_down_and_back(backend: Backend, port: u16) {
     assert!(recovered, "the broker recovers without a restart");
     let after: Value = app.get_token(&app.admin(), id).await.json().await.unwrap();
     assert_eq!(after, token);
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.readyz().await.status(), StatusCode::OK);
     assert_eq!(app.count().await, 1, "the refused save wrote nothing");
 }
 

@@ -55,7 +55,7 @@ fn call(method: Method, path: &str, body: Option<String>) -> (u16, String) {
     f.runtime.block_on(async {
         let mut request = f
             .app
-            .client
+            .http
             .request(method, f.app.url(path))
             .bearer_auth(&f.jwt);
         if let Some(body) = body {

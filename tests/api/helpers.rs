@@ -1,11 +1,11 @@
 //! Test harness: start the real application on a random port with a fresh database of the chosen
+//! backend, and talk to it like a caller would (through [`ApiClient`], which [`TestApp`] derefs to).
 #![allow(dead_code)]
-//! backend, and talk to it like a caller would.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sqlx::Connection;
@@ -16,25 +16,20 @@ use token_broker::crypto::generate_key;
 use token_broker::store::{ListFilter, Store, TenantFilter, TokenRow};
 use token_broker::Application;
 
-/// The database a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-    MySql,
+use crate::client::ApiClient;
+
+/// The database a test runs against: the broker's own enum, so a test's backend and the URL the
+/// broker parses can't disagree.
+pub use token_broker::store::Backend;
+
+/// What tests add to [`Backend`].
+pub trait BackendExt {
+    /// Backends can be narrowed with `TB_TEST_BACKENDS=sqlite,postgres` (default: all three).
+    fn enabled(self) -> bool;
 }
 
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-            Backend::MySql => "mysql",
-        }
-    }
-
-    /// Backends can be narrowed with `TB_TEST_BACKENDS=sqlite,postgres` (default: all three).
-    pub fn enabled(self) -> bool {
+impl BackendExt for Backend {
+    fn enabled(self) -> bool {
         match std::env::var("TB_TEST_BACKENDS") {
             Ok(list) if !list.trim().is_empty() => list.split(',').any(|b| b.trim() == self.name()),
             _ => true,
@@ -49,7 +44,7 @@ macro_rules! on_every_backend {
         mod sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $test() {
-                   if $crate::helpers::Backend::Sqlite.enabled() {
+                   if $crate::helpers::BackendExt::enabled($crate::helpers::Backend::Sqlite) {
                        super::$test($crate::helpers::Backend::Sqlite).await
                    }
                } )*
@@ -57,7 +52,7 @@ macro_rules! on_every_backend {
         mod postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $test() {
-                   if $crate::helpers::Backend::Postgres.enabled() {
+                   if $crate::helpers::BackendExt::enabled($crate::helpers::Backend::Postgres) {
                        super::$test($crate::helpers::Backend::Postgres).await
                    }
                } )*
@@ -65,7 +60,7 @@ macro_rules! on_every_backend {
         mod mysql {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $test() {
-                   if $crate::helpers::Backend::MySql.enabled() {
+                   if $crate::helpers::BackendExt::enabled($crate::helpers::Backend::MySql) {
                        super::$test($crate::helpers::Backend::MySql).await
                    }
                } )*
@@ -163,10 +158,10 @@ pub fn test_settings(db_url: &str) -> Settings {
     s
 }
 
-/// A running broker and a client for it.
+/// A running broker and a client for it: `app.save(…)`, `app.refresh(…)`, `app.base`, … are
+/// the [`ApiClient`]'s, so the same calls read the same against a `serve` process.
 pub struct TestApp {
-    pub address: String,
-    pub client: Client,
+    pub api: ApiClient,
     pub settings: Settings,
     pub db: TestDatabase,
     pub clock: ManualClock,
@@ -222,11 +217,7 @@ async fn launch(settings: Settings, db: TestDatabase, manual: Option<ManualClock
             .await;
     });
     TestApp {
-        address,
-        client: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        api: ApiClient::new(address),
         settings,
         db,
         clock: manual.unwrap_or_else(|| ManualClock::new(0)),
@@ -263,86 +254,6 @@ impl TestApp {
     /// The admin JWT most tests use: every scope, no tenant.
     pub fn admin(&self) -> String {
         self.jwt(ALL_SCOPES)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
-    pub async fn save(&self, jwt: &str, body: &Value) -> Response {
-        self.client
-            .put(self.url("/v1/tokens"))
-            .bearer_auth(jwt)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn find(&self, jwt: &str, body: &Value) -> Response {
-        self.client
-            .post(self.url("/v1/tokens/find"))
-            .bearer_auth(jwt)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn get_token(&self, jwt: &str, id: &str) -> Response {
-        self.client
-            .get(self.url(&format!("/v1/tokens/{id}")))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn list(&self, jwt: &str, query: &str) -> Response {
-        self.client
-            .get(self.url(&format!("/v1/tokens{query}")))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn delete_token(&self, jwt: &str, id: &str) -> Response {
-        self.client
-            .delete(self.url(&format!("/v1/tokens/{id}")))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn delete_all(&self, jwt: &str, query: &str) -> Response {
-        self.client
-            .delete(self.url(&format!("/v1/tokens{query}")))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// The hot path: `GET /v1/tokens/{id}/access-token{query}` (`query` empty or `?…`).
-    pub async fn access_token(&self, jwt: &str, id: &str, query: &str) -> Response {
-        self.client
-            .get(self.url(&format!("/v1/tokens/{id}/access-token{query}")))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Forces a refresh (`POST /v1/tokens/{id}/refresh`).
-    pub async fn refresh(&self, jwt: &str, id: &str) -> Response {
-        self.client
-            .post(self.url(&format!("/v1/tokens/{id}/refresh")))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap()
     }
 
     /// Saves a token as admin and returns its stored JSON (panics unless 200/201).
@@ -394,6 +305,14 @@ impl TestApp {
     }
 }
 
+impl std::ops::Deref for TestApp {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
 /// The body of an error answer, checked for the contract's shape.
 pub async fn error_of(r: Response) -> (StatusCode, Value) {
     let status = r.status();
@@ -412,4 +331,26 @@ pub async fn error_of(r: Response) -> (StatusCode, Value) {
 /// Expose a secret string for assertions.
 pub fn expose(s: &SecretString) -> &str {
     s.expose_secret()
+}
+
+/// The wall clock in epoch milliseconds, as the broker stores expiry times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+/// The access token of `id`, asked for with the `tokens:access` scope.
+pub async fn access(app: &TestApp, id: &str, query: &str) -> Response {
+    app.access_token(&app.jwt("tokens:access"), id, query).await
+}
+
+/// Token `id` as stored, secrets included.
+pub async fn stored(app: &TestApp, id: &str) -> Value {
+    app.get_token(&app.jwt("tokens:read tokens:secrets"), id)
+        .await
+        .json()
+        .await
+        .unwrap()
 }

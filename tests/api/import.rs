@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 
 use crate::fake_provider::{grant, with_fake, FakeProvider};
-use crate::helpers::{mysql_admin_url, spawn_app, spawn_app_with, uuid_simple, Backend, TestApp};
+use crate::helpers::{
+    mysql_admin_url, spawn_app, spawn_app_with, uuid_simple, Backend, BackendExt, TestApp,
+};
 use crate::processes::{BrokerCli, Run};
 
 crate::on_every_backend!(

@@ -24,7 +24,8 @@ use token_broker::config::ProviderSettings;
 use url::form_urlencoded::byte_serialize;
 use url::Url;
 
-use crate::helpers::{spawn_app_with, Backend, TestApp};
+use crate::client::query;
+use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
 
 /// The provider key the broker knows the oidc-provider harness by.
 const PROVIDER: &str = "oidc";
@@ -237,13 +238,6 @@ fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string `{field}` in {value}"))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64
-}
-
 /// A broker wired to a running oidc-provider.
 struct Interop {
     app: TestApp,
@@ -294,7 +288,7 @@ impl Interop {
             );
         })
         .await;
-        assert_eq!(app.address, public_url);
+        assert_eq!(app.base, public_url);
         Self {
             app,
             provider,
@@ -317,13 +311,8 @@ impl Interop {
         params.extend(return_to.map(|r| ("return_to", r)));
         let start = self
             .app
-            .client
-            .get(self.app.url("/v1/oauth/authorize"))
-            .query(&params)
-            .bearer_auth(self.app.jwt("tokens:write"))
-            .send()
-            .await
-            .unwrap();
+            .authorize(&self.app.jwt("tokens:write"), &query(&params))
+            .await;
         // 302 Found, as API.md says.
         assert_eq!(start.status(), StatusCode::FOUND, "authorize");
 
@@ -407,14 +396,7 @@ impl Interop {
 
     /// `POST /v1/tokens/{id}/refresh` as a caller with `tokens:write`.
     async fn refresh(&self, id: &str) -> Value {
-        let r = self
-            .app
-            .client
-            .post(self.app.url(&format!("/v1/tokens/{id}/refresh")))
-            .bearer_auth(self.app.jwt("tokens:write"))
-            .send()
-            .await
-            .unwrap();
+        let r = self.app.refresh(&self.app.jwt("tokens:write"), id).await;
         assert_eq!(r.status(), StatusCode::OK);
         r.json().await.unwrap()
     }
@@ -422,12 +404,8 @@ impl Interop {
     /// `POST /v1/tokens/{id}/revoke` as a caller with `tokens:write`.
     async fn revoke(&self, id: &str) -> StatusCode {
         self.app
-            .client
-            .post(self.app.url(&format!("/v1/tokens/{id}/revoke")))
-            .bearer_auth(self.app.jwt("tokens:write"))
-            .send()
+            .revoke(&self.app.jwt("tokens:write"), id)
             .await
-            .unwrap()
             .status()
     }
 

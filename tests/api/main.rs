@@ -1,6 +1,9 @@
 //! The API test suite: each test starts the real broker on a random port with its own database.
 //! Storage tests run once per backend (`…::sqlite::…`, `…::postgres::…`, `…::mysql::…`).
+//! Tests talk to a broker through `client::ApiClient`, whether it runs in-process
+//! (`helpers::TestApp`) or as a `serve` process (`processes::BrokerProcess`).
 
+mod client;
 mod fake_provider;
 mod fake_zoho;
 mod helpers;
@@ -16,7 +19,11 @@ mod fuzz;
 mod health;
 mod import;
 mod interop;
-mod oauth;
+mod oauth_background;
+mod oauth_login;
+mod oauth_refresh;
+mod oauth_refresh_failures;
+mod oauth_revoke;
 mod observability;
 mod openapi;
 mod processes;

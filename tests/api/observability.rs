@@ -4,18 +4,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fake_provider::{grant, with_fake, FakeProvider};
-use crate::helpers::{error_of, spawn_app, spawn_app_with, Backend, TestApp};
+use crate::helpers::{error_of, spawn_app, spawn_app_with, Backend};
 
 crate::on_every_backend!(the_audit_trail_records_who_did_what_without_secrets);
-
-async fn audit(app: &TestApp, jwt: &str, query: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(&format!("/v1/audit{query}")))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -59,7 +50,7 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
     );
 
     let admin = app.jwt_for("auditor", "tokens:admin", None);
-    let r = audit(&app, &admin, &format!("?token_id={id}")).await;
+    let r = app.audit(&admin, &format!("?token_id={id}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
     assert!(!text.contains("AUDIT-"), "no secret in the audit trail");
@@ -97,19 +88,17 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
         .iter()
         .any(|(_, a, _, d)| a == "get_token" && d.as_deref() == Some("secrets revealed")));
     // Successful access-token reads are folded: one event, two occurrences.
-    let reads: Value = audit(
-        &app,
-        &admin,
-        &format!("?token_id={id}&action=get_access_token"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let reads: Value = app
+        .audit(&admin, &format!("?token_id={id}&action=get_access_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(reads["events"].as_array().unwrap().len(), 1, "{reads}");
     assert_eq!(reads["events"][0]["occurrences"], 2);
     assert!(reads["events"][0]["last_at"].is_string());
-    let unauth: Value = audit(&app, &admin, "?caller=anonymous&action=get_token")
+    let unauth: Value = app
+        .audit(&admin, "?caller=anonymous&action=get_token")
         .await
         .json()
         .await
@@ -118,10 +107,11 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
     assert_eq!(unauth["events"][0]["status"], 401);
 
     // Paging.
-    let first: Value = audit(&app, &admin, "?limit=2").await.json().await.unwrap();
+    let first: Value = app.audit(&admin, "?limit=2").await.json().await.unwrap();
     assert_eq!(first["events"].as_array().unwrap().len(), 2);
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second: Value = audit(&app, &admin, &format!("?limit=2&cursor={cursor}"))
+    let second: Value = app
+        .audit(&admin, &format!("?limit=2&cursor={cursor}"))
         .await
         .json()
         .await
@@ -129,10 +119,10 @@ async fn the_audit_trail_records_who_did_what_without_secrets(backend: Backend) 
     assert_ne!(second["events"][0]["id"], first["events"][0]["id"]);
 
     // Only admins read it; a tenant's admin sees only its tenant.
-    let (status, _) = error_of(audit(&app, &ops, "").await).await;
+    let (status, _) = error_of(app.audit(&ops, "").await).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let globex_admin = app.jwt_for("globex-admin", "tokens:admin", Some("globex"));
-    let theirs: Value = audit(&app, &globex_admin, "").await.json().await.unwrap();
+    let theirs: Value = app.audit(&globex_admin, "").await.json().await.unwrap();
     assert!(theirs["events"]
         .as_array()
         .unwrap()
@@ -158,7 +148,7 @@ async fn metrics_count_requests_refreshes_and_tokens() {
     let r = app.access_token(&app.jwt("tokens:access"), &id, "").await;
     assert_eq!(r.status(), StatusCode::OK);
 
-    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let r = app.metrics().await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -248,7 +238,8 @@ async fn auth_attacks_are_refused_and_audited() {
         assert_eq!(r.status(), *expected, "{what}");
     }
     let admin = app.jwt_for("auditor", "tokens:admin", None);
-    let page: Value = audit(&app, &admin, &format!("?token_id={id}&action=get_token"))
+    let page: Value = app
+        .audit(&admin, &format!("?token_id={id}&action=get_token"))
         .await
         .json()
         .await

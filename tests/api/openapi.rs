@@ -9,12 +9,7 @@ use crate::helpers::{spawn_app, Backend};
 #[tokio::test]
 async fn the_served_document_is_the_committed_one() {
     let app = spawn_app(Backend::Sqlite).await;
-    let r = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_public("/openapi.json").await;
     assert_eq!(r.status(), StatusCode::OK);
     let served: Value = r.json().await.unwrap();
     let committed: Value = serde_json::from_str(
@@ -32,15 +27,7 @@ async fn the_served_document_is_the_committed_one() {
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_secured() {
     let app = spawn_app(Backend::Sqlite).await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_public("/openapi.json").await.json().await.unwrap();
     let admin = app.admin();
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -48,7 +35,7 @@ async fn every_documented_operation_is_routed_and_secured() {
             operations += 1;
             let url = app.url(&path.replace("{id}", "no-such-id"));
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let mut request = app.client.request(method.clone(), &url).bearer_auth(&admin);
+            let mut request = app.http.request(method.clone(), &url).bearer_auth(&admin);
             if method == Method::POST || method == Method::PUT {
                 request = request
                     .header("content-type", "application/json")
@@ -76,7 +63,7 @@ async fn every_documented_operation_is_routed_and_secured() {
 #[tokio::test]
 async fn a_human_readable_api_page_is_served() {
     let app = spawn_app(Backend::Sqlite).await;
-    let r = app.client.get(app.url("/docs")).send().await.unwrap();
+    let r = app.get_public("/docs").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("/openapi.json"));
 }

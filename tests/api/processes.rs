@@ -1,5 +1,6 @@
 //! The broker binary as a separate process: one-shot CLI runs and `serve` processes, configured
 //! through a TOML file so they can share a database and keys with an in-process test app.
+//! A `serve` process derefs to an [`ApiClient`] for its port, like `TestApp` does.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use token_broker::config::Settings;
 
+use crate::client::ApiClient;
 use crate::helpers::TestApp;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-broker");
@@ -150,10 +152,11 @@ impl Run {
     }
 }
 
-/// A running `serve` process; killed and reaped when dropped.
+/// A running `serve` process; killed and reaped when dropped. `broker.refresh(…)`,
+/// `broker.base`, … are its [`ApiClient`]'s.
 pub struct BrokerProcess {
     child: Child,
-    pub base: String,
+    pub api: ApiClient,
     log: Arc<Mutex<String>>,
 }
 
@@ -183,11 +186,13 @@ impl BrokerProcess {
         // From here on, Drop kills and reaps the process whatever happens.
         let broker = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            api: ApiClient::new(format!("http://127.0.0.1:{port}")),
             log,
         };
         for _ in 0..200 {
-            if reqwest::get(format!("{}/readyz", broker.base))
+            if broker
+                .readyz()
+                .try_send()
                 .await
                 .is_ok_and(|r| r.status() == 200)
             {
@@ -224,6 +229,14 @@ impl BrokerProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the broker did not exit within 15 s of SIGTERM");
+    }
+}
+
+impl std::ops::Deref for BrokerProcess {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
     }
 }
 

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fake_provider::{grant, with_fake, FakeProvider};
-use crate::helpers::{spawn_app_with, Backend, TestApp};
+use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
 
 crate::on_every_backend!(
     a_replicas_own_writes_show_at_once,
@@ -35,13 +35,6 @@ async fn seed(app: &TestApp) -> String {
         )
         .await;
     t["id"].as_str().unwrap().to_owned()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// The access token a replica hands out for `id`, or the status it answers instead.

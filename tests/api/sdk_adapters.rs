@@ -21,7 +21,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(540);
 /// The JWTs of the suites' env contract (see `clients/*/run-tests.sh`).
 fn suite_env(app: &TestApp, fake: &FakeZoho) -> Vec<(&'static str, String)> {
     vec![
-        ("TOKEN_BROKER_URL", app.address.clone()),
+        ("TOKEN_BROKER_URL", app.base.clone()),
         (
             "TOKEN_BROKER_JWT",
             app.jwt("tokens:read tokens:access tokens:write"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::fake_zoho::FakeZoho;
-use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::helpers::{now_ms, spawn_app, Backend, TestApp};
 use crate::processes::{shared_config, BrokerCli, BrokerProcess};
 
 crate::on_every_backend!(
@@ -24,13 +24,6 @@ const CLIENT_SECRET: &str = "storm-client-secret-SECRET";
 const REFRESH_TOKEN: &str = "1000.storm-refresh-token-SECRET";
 const USER: &str = "storm@example.com";
 const SDK_TIMEOUT: Duration = Duration::from_secs(540);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// The fake with one Zoho self client and its grant; the broker with that grant stored, its
 /// access token expired a minute ago; two broker processes on the same database.

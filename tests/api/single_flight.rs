@@ -5,18 +5,12 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::client::ApiClient;
 use crate::fake_provider::{grant, with_fake, FakeProvider, CLIENT_SECRET};
-use crate::helpers::{spawn_app_with, Backend, TestDatabase};
+use crate::helpers::{now_ms, spawn_app_with, Backend, BackendExt, TestDatabase};
 use crate::processes::BrokerCli;
 
 crate::on_every_backend!(concurrent_callers_in_one_broker_cause_one_refresh);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
     let fake = FakeProvider::start().await;
@@ -30,14 +24,7 @@ async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
         .unwrap()
         .to_owned();
     let jwt = app.jwt("tokens:access");
-    let answers = storm(
-        &app.client,
-        std::slice::from_ref(&app.address),
-        &jwt,
-        &id,
-        100,
-    )
-    .await;
+    let answers = storm(&[&app.api], &jwt, &id, 100).await;
     assert!(
         answers
             .iter()
@@ -47,19 +34,13 @@ async fn concurrent_callers_in_one_broker_cause_one_refresh(backend: Backend) {
     assert_eq!(fake.calls("refresh_token").await, 1);
 }
 
-/// `n` concurrent access-token requests for token `id`, spread over the brokers at `bases`;
-/// returns each answer's status and access token.
-async fn storm(
-    client: &reqwest::Client,
-    bases: &[String],
-    jwt: &str,
-    id: &str,
-    n: usize,
-) -> Vec<(StatusCode, Value)> {
+/// `n` concurrent access-token requests for token `id`, spread over the `brokers`; returns each
+/// answer's status and access token.
+async fn storm(brokers: &[&ApiClient], jwt: &str, id: &str, n: usize) -> Vec<(StatusCode, Value)> {
     let calls = (0..n).map(|i| {
-        let url = format!("{}/v1/tokens/{id}/access-token", bases[i % bases.len()]);
+        let call = brokers[i % brokers.len()].access_token(jwt, id, "");
         async move {
-            let r = client.get(url).bearer_auth(jwt).send().await.unwrap();
+            let r = call.await;
             (
                 r.status(),
                 r.json::<Value>().await.unwrap()["access_token"].clone(),
@@ -120,20 +101,15 @@ client_secret = "{client_secret}"
         },
     )
     .unwrap();
-    let client = reqwest::Client::new();
-    let saved: Value = client
-        .put(format!("{}/v1/tokens", a.base))
-        .bearer_auth(&jwt)
-        .json(&json!({ "user_name": "replicas@example.com", "provider": "fake", "refresh_token": "rt-1", "access_token": "at-old", "expiry_time": now_ms() - 1000 }))
-        .send()
+    let saved: Value = a
+        .save(&jwt, &json!({ "user_name": "replicas@example.com", "provider": "fake", "refresh_token": "rt-1", "access_token": "at-old", "expiry_time": now_ms() - 1000 }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let id = saved["id"].as_str().unwrap().to_owned();
 
-    let answers = storm(&client, &[a.base.clone(), b.base.clone()], &jwt, &id, 100).await;
+    let answers = storm(&[&a.api, &b.api], &jwt, &id, 100).await;
     assert!(
         answers
             .iter()
