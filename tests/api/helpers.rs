@@ -37,6 +37,30 @@ impl BackendExt for Backend {
     }
 }
 
+/// `TEST_LOG=1`: the broker logs to the test's output (see tests/api/main.rs).
+pub fn test_log() -> bool {
+    std::env::var_os("TEST_LOG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// With `TEST_LOG=1`, installs a subscriber that writes the in-process broker's log to the
+/// test's captured output (filtered by `RUST_LOG`, default `info`); once per test binary, as a
+/// global subscriber can only be set once. Without it nothing is installed and tests stay quiet.
+fn init_test_log() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    if !test_log() {
+        return;
+    }
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Another subscriber already set (none is today) keeps its place.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// Runs a test body once per backend, as `<module>::<backend>::<test>`.
 #[macro_export]
 macro_rules! on_every_backend {
@@ -200,6 +224,7 @@ async fn start(
 }
 
 async fn launch(settings: Settings, db: TestDatabase, manual: Option<ManualClock>) -> TestApp {
+    init_test_log();
     let clock_for_app: Arc<dyn Clock> = match &manual {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(SystemClock),

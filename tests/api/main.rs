@@ -2,6 +2,15 @@
 //! Storage tests run once per backend (`…::sqlite::…`, `…::postgres::…`, `…::mysql::…`).
 //! Tests talk to a broker through `client::ApiClient`, whether it runs in-process
 //! (`helpers::TestApp`) or as a `serve` process (`processes::BrokerProcess`).
+//!
+//! Switches (environment variables):
+//! - `TB_TEST_BACKENDS=sqlite,postgres,mysql`: the backends to run (default: all three).
+//! - `TEST_LOG=1`: the in-process broker logs to the test's output through a tracing subscriber
+//!   (filter: `RUST_LOG`, default `info`), and `serve` processes get the test's `RUST_LOG` and
+//!   echo their log lines; e.g. `TEST_LOG=1 RUST_LOG=token_broker=debug cargo test --test api
+//!   oauth_refresh -- --nocapture`. Without it tests stay quiet (libtest shows a failed test's
+//!   output either way).
+//! - `TB_TEST_SKIP_PYTHON=1` / `TB_TEST_SKIP_NODE=1`: skip the SDK adapter suites.
 
 mod client;
 mod fake_provider;

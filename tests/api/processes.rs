@@ -1,6 +1,9 @@
 //! The broker binary as a separate process: one-shot CLI runs and `serve` processes, configured
 //! through a TOML file so they can share a database and keys with an in-process test app.
 //! A `serve` process derefs to an [`ApiClient`] for its port, like `TestApp` does.
+//!
+//! With `TEST_LOG=1` the test's `RUST_LOG` (if set) is passed to `serve` processes in place of
+//! their default `info`, and their log lines are echoed to the test's output as they arrive.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,12 +14,12 @@ use secrecy::ExposeSecret;
 use token_broker::config::Settings;
 
 use crate::client::ApiClient;
-use crate::helpers::TestApp;
+use crate::helpers::{test_log, TestApp};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-broker");
 
-/// A command for the binary with no `TOKEN_BROKER*` variables leaking in from the test's
-/// environment.
+/// A command for the binary with no `TOKEN_BROKER*` variables (nor `RUST_LOG`: see
+/// [`BrokerCli::serve`]) leaking in from the test's environment.
 pub fn clean_command() -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
@@ -114,12 +117,17 @@ impl BrokerCli {
     }
 
     /// Starts `serve` on a free port with extra environment variables; waits until ready.
+    /// Logs at `info` (some tests read the log), or at the test's `RUST_LOG` with `TEST_LOG=1`.
     pub async fn serve(&self, env: &[(&str, &str)]) -> BrokerProcess {
         let port = free_port();
         let mut cmd = self.command();
+        let filter = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|_| test_log())
+            .unwrap_or_else(|| "info".into());
         cmd.arg("serve")
             .env("TOKEN_BROKER__SERVER__PORT", port.to_string())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -175,8 +183,12 @@ impl BrokerProcess {
         let log = Arc::new(Mutex::new(String::new()));
         if let Some(stderr) = child.stderr.take() {
             let log = log.clone();
+            let echo = test_log();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if echo {
+                        eprintln!("[broker :{port}] {line}");
+                    }
                     let mut log = log.lock().unwrap();
                     log.push_str(&line);
                     log.push('\n');
