@@ -24,7 +24,7 @@ use token_broker::config::ProviderSettings;
 use url::form_urlencoded::byte_serialize;
 use url::Url;
 
-use crate::client::query;
+use crate::client;
 use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
 
 /// The provider key the broker knows the oidc-provider harness by.
@@ -311,7 +311,7 @@ impl Interop {
         params.extend(return_to.map(|r| ("return_to", r)));
         let start = self
             .app
-            .authorize(&self.app.jwt("tokens:write"), &query(&params))
+            .authorize(&self.app.jwt("tokens:write"), &client::query(&params))
             .await;
         // 302 Found, as API.md says.
         assert_eq!(start.status(), StatusCode::FOUND, "authorize");

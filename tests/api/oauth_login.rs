@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::client::query;
+use crate::client;
 use crate::fake_provider::{app_with, grant, with_fake, FakeProvider, CLIENT_ID};
 use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 
@@ -138,7 +138,7 @@ async fn a_login_answer_from_another_issuer_is_refused(backend: Backend) {
     let callback = |state: &str, iss: Option<&str>| {
         let mut pairs = vec![("code", "the-code"), ("state", state)];
         pairs.extend(iss.map(|iss| ("iss", iss)));
-        app.callback(&query(&pairs))
+        app.callback(&client::query(&pairs))
     };
 
     for (iss, says) in [
