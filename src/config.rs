@@ -1,12 +1,20 @@
 //! Settings: `config/default.toml` (built in), then `config/{TOKEN_BROKER_ENV}.toml`, then
 //! `TOKEN_BROKER__SECTION__KEY` environment variables; parsed once into typed structs. Unknown keys
-//! and wrong types fail at start with the key named.
+//! and wrong types fail at start with the key named. The provider tables and their typed form
+//! are in `config/providers.rs`.
+
+mod providers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use providers::{
+    provider_configs, AuthMethod, ClientConfig, KindConfig, ProviderConfig, ProviderSettings,
+    ZOHO_DATA_CENTERS,
+};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -49,32 +57,6 @@ pub struct BackgroundRefreshSettings {
     pub ahead_secs: u64,
     pub used_within_secs: u64,
     pub concurrency: usize,
-}
-
-/// One `[providers.<key>]` table: a Zoho data center (built in, credentials optional) or a
-/// generic OAuth 2.0 provider (`kind = "oauth2"`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderSettings {
-    pub kind: Option<String>,
-    /// Zoho only: replaces the data center's accounts server (e.g. a test double).
-    pub accounts_url: Option<String>,
-    pub authorize_url: Option<String>,
-    pub token_url: Option<String>,
-    pub revoke_url: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub auth_method: Option<String>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub extra_authorize_params: BTreeMap<String, String>,
-    pub pkce: Option<bool>,
-    /// The provider's issuer identifier (RFC 9207). When set, the login callback requires an
-    /// `iss` parameter equal to it, which stops mix-up attacks between providers; set it for
-    /// providers that send `iss` (their metadata says
-    /// `authorization_response_iss_parameter_supported`).
-    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,7 +193,7 @@ impl Settings {
         }
         // Provider keys named in the files (and the built-in presets) let an environment variable
         // spell a hyphenated key with underscores: a shell cannot export `…__ZOHO-US__…`.
-        let mut known: Vec<String> = crate::oauth::providers::ZOHO_DATA_CENTERS
+        let mut known: Vec<String> = ZOHO_DATA_CENTERS
             .iter()
             .map(|(key, _)| (*key).to_owned())
             .collect();
@@ -247,6 +229,13 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .expect("the built-in defaults parse")
+    }
+
+    /// The configured providers, typed (the built-in Zoho data centers included). Settings are
+    /// plain data that tests and tools may change after loading, so this parses them anew; the
+    /// service does so once, when it builds its provider registry.
+    pub fn provider_configs(&self) -> Result<Vec<ProviderConfig>, ConfigError> {
+        provider_configs(&self.providers)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -294,8 +283,11 @@ impl Settings {
         }
         url::Url::parse(&self.oauth.public_url)
             .map_err(|e| ConfigError(format!("oauth.public_url: {e}")))?;
-        let registry = crate::oauth::ProviderRegistry::from_settings(&self.providers)?;
-        if !registry.keys().any(|k| k == self.tokens.default_provider) {
+        let providers = self.provider_configs()?;
+        if !providers
+            .iter()
+            .any(|p| p.key.as_str() == self.tokens.default_provider)
+        {
             return Err(ConfigError(format!(
                 "tokens.default_provider: `{}` is not a configured provider",
                 self.tokens.default_provider

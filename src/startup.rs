@@ -95,7 +95,8 @@ pub async fn open_token_service(settings: &Settings) -> anyhow::Result<TokenServ
         .migrate()
         .await
         .context("database: migrations failed (is the database reachable?)")?;
-    let providers = ProviderRegistry::from_settings(&settings.providers)?;
+    // The ops CLI calls no provider: it needs their keys, not a registry.
+    let providers = settings.provider_configs()?;
     Ok(TokenService::new(
         store,
         Arc::new(keys.ring),
@@ -104,7 +105,7 @@ pub async fn open_token_service(settings: &Settings) -> anyhow::Result<TokenServ
         settings.tokens.default_page_size,
         settings.tokens.max_page_size,
     )
-    .with_known_providers(providers.keys()))
+    .with_known_providers(providers.iter().map(|p| p.key.as_str())))
 }
 
 /// A bound, ready-to-run service.
@@ -137,7 +138,8 @@ impl Application {
                 .await
                 .context("database: migrations failed (is the database reachable?)")?;
         }
-        let providers = ProviderRegistry::from_settings(&settings.providers)?;
+        // The one place the registry is built; everything else asks the OAuth engine for it.
+        let providers = ProviderRegistry::new(settings.provider_configs()?);
         let tokens = TokenService::new(
             store.clone(),
             Arc::new(keys.ring),

@@ -1,17 +1,16 @@
 //! Calls to providers' token and revocation endpoints: form encoding, client authentication,
-//! timeouts, bounded retries with backoff and jitter, and reading answers (Zoho's quirks included).
-//! Nothing here logs a request or response body.
+//! timeouts, bounded retries with backoff and jitter, and reading answers (errors in HTTP 200
+//! bodies included). How a kind of provider authenticates, revokes and states a lifetime is its
+//! provider's business (`providers/`). Nothing here logs a request or response body.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use reqwest::{header, StatusCode};
 use serde::Deserialize;
-use url::form_urlencoded::byte_serialize;
 
-use super::providers::{AuthMethod, Provider, ProviderKind};
+pub use super::providers::ClientCredentials;
+use super::providers::Provider;
 use crate::domain::Secret;
 
 /// How a provider call failed.
@@ -48,12 +47,6 @@ pub struct TokenGrant {
     pub expires_in_ms: Option<i64>,
     pub api_domain: Option<String>,
     pub token_type: Option<String>,
-}
-
-/// The client credentials a call uses.
-pub struct ClientCredentials<'a> {
-    pub client_id: &'a str,
-    pub client_secret: Option<&'a Secret>,
 }
 
 /// Retry and timeout policy for provider calls.
@@ -181,7 +174,7 @@ impl OAuthClient {
             .await
     }
 
-    /// Revokes `token` at the provider (RFC 7009; Zoho's `/oauth/v2/token/revoke?token=`).
+    /// Revokes `token` at the provider, as its kind does (RFC 7009, or Zoho's way).
     pub async fn revoke(
         &self,
         provider: &Provider,
@@ -193,20 +186,7 @@ impl OAuthClient {
             return Ok(());
         };
         let attempt = || async {
-            let request = match provider.kind {
-                ProviderKind::Zoho => {
-                    let mut url = url.clone();
-                    url.query_pairs_mut().append_pair("token", token.expose());
-                    self.http.post(url)
-                }
-                ProviderKind::OAuth2 => {
-                    let form = vec![
-                        ("token", token.expose().to_owned()),
-                        ("token_type_hint", hint.to_owned()),
-                    ];
-                    self.authenticated(self.http.post(url.clone()), provider, creds, form)
-                }
-            };
+            let request = provider.revoke_request(&self.http, &url, creds, token, hint);
             let response = request.send().await.map_err(transport_error)?;
             let status = response.status();
             let wait = retry_after(&response);
@@ -239,50 +219,16 @@ impl OAuthClient {
             .await
     }
 
-    fn authenticated(
-        &self,
-        request: reqwest::RequestBuilder,
-        provider: &Provider,
-        creds: &ClientCredentials<'_>,
-        mut form: Vec<(&'static str, String)>,
-    ) -> reqwest::RequestBuilder {
-        match provider.auth_method {
-            AuthMethod::Basic => {
-                // RFC 6749 §2.3.1: form-urlencode id and secret, then Basic-encode.
-                let id: String = byte_serialize(creds.client_id.as_bytes()).collect();
-                let secret: String = creds
-                    .client_secret
-                    .map(|s| byte_serialize(s.expose().as_bytes()).collect())
-                    .unwrap_or_default();
-                let basic = B64.encode(format!("{id}:{secret}"));
-                if creds.client_secret.is_none() {
-                    form.push(("client_id", creds.client_id.to_owned()));
-                }
-                request
-                    .header(header::AUTHORIZATION, format!("Basic {basic}"))
-                    .form(&form)
-            }
-            AuthMethod::Post => {
-                form.push(("client_id", creds.client_id.to_owned()));
-                if let Some(s) = creds.client_secret {
-                    form.push(("client_secret", s.expose().to_owned()));
-                }
-                request.form(&form)
-            }
-        }
-    }
-
     async fn token_call(
         &self,
         provider: &Provider,
         creds: &ClientCredentials<'_>,
         form: &[(&'static str, String)],
     ) -> Result<TokenGrant, ProviderError> {
-        let request = self.authenticated(
+        let request = provider.token_request(
             self.http
                 .post(provider.token_url.clone())
                 .header(header::ACCEPT, "application/json"),
-            provider,
             creds,
             form.to_vec(),
         );
@@ -333,12 +279,10 @@ impl OAuthClient {
             .access_token
             .filter(|a| !a.is_empty())
             .ok_or_else(|| ProviderError::Unavailable("no access_token in the answer".into()))?;
-        let expires_in_ms = match (&answer.expires_in, &answer.expires_in_sec) {
-            // Older Zoho answers: expires_in in ms beside expires_in_sec in seconds.
-            (_, Some(sec)) if provider.kind == ProviderKind::Zoho => number(sec).map(|s| s * 1000),
-            (Some(v), _) => number(v).map(|s| s * 1000),
-            _ => None,
-        };
+        let expires_in_ms = provider
+            .lifetime(answer.expires_in.as_ref(), answer.expires_in_sec.as_ref())
+            .and_then(number)
+            .map(|s| s * 1000);
         Ok(TokenGrant {
             access_token: Secret::new(access_token),
             refresh_token: answer

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::client::{ClientCredentials, ProviderError, TokenGrant};
-use super::providers::{Provider, ProviderKind};
+use super::providers::Provider;
 use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, RATE_LIMIT_BACKOFF_SECS};
 use crate::domain::{
     InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId, TokenStatus,
@@ -103,7 +103,7 @@ impl OAuthService {
                     })?;
                 if let Some(p) = provider {
                     let asked = self.providers().get(p);
-                    if asked.is_none_or(|a| a.kind != ProviderKind::Zoho) {
+                    if asked.is_none_or(|a| !a.takes_accounts_server()) {
                         return Err(InvalidField::new(
                             "accounts_server",
                             "only Zoho providers take an accounts server",
@@ -292,13 +292,7 @@ impl OAuthService {
                 .append_pair("redirect_uri", &redirect_uri)
                 .append_pair("state", state.expose());
             if !provider.scopes.is_empty() {
-                // Zoho separates scopes with commas, RFC 6749 with spaces.
-                let sep = if provider.kind == ProviderKind::Zoho {
-                    ","
-                } else {
-                    " "
-                };
-                q.append_pair("scope", &provider.scopes.join(sep));
+                q.append_pair("scope", &provider.scopes.join(provider.scope_separator()));
             }
             if provider.pkce {
                 q.append_pair("code_challenge", &pkce_challenge(verifier.expose()))
@@ -333,7 +327,7 @@ impl OAuthService {
             Error::Provider(format!("provider `{provider_key}` is no longer configured"))
         })?;
         if let Some(server) = params.accounts_server.as_deref().filter(|s| !s.is_empty()) {
-            if provider.kind == ProviderKind::Zoho {
+            if provider.takes_accounts_server() {
                 provider = self
                     .providers()
                     .zoho_by_accounts_server(server)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use client::{OAuthClient, ProviderError, RetryPolicy, TokenGrant};
 pub use login::{AuthorizeRequest, CallbackOutcome, CallbackParams, ExchangeRequest};
-pub use providers::{Provider, ProviderKind, ProviderRegistry};
+pub use providers::{Provider, ProviderRegistry};
 
 use crate::config::OAuthSettings;
 use crate::domain::{Secret, Token};

@@ -1,0 +1,270 @@
+//! The providers the broker talks to: the [`Provider`] the OAuth code calls, built once at start
+//! from the typed settings (`config::ProviderConfig`) into the [`ProviderRegistry`].
+//!
+//! What differs between kinds of provider is the `Dialect` (`dialect.rs`) each kind's file implements:
+//! `zoho.rs` (data-center accounts servers, revoke by query string, `expires_in_sec`, comma-separated
+//! scopes) and `oauth2.rs` (RFC 6749 / 7009: Basic or form client authentication). A new kind is
+//! one more file here plus its arm in [`Provider::new`]; nothing outside this folder branches on
+//! a provider's kind.
+
+mod dialect;
+mod oauth2;
+mod zoho;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::RequestBuilder;
+use url::Url;
+
+pub use crate::config::ZOHO_DATA_CENTERS;
+use crate::config::{KindConfig, ProviderConfig};
+use crate::domain::{ProviderKey, Secret};
+pub use dialect::ClientCredentials;
+use dialect::{Dialect, Endpoints};
+
+/// A provider the broker can talk to.
+#[derive(Debug)]
+pub struct Provider {
+    pub key: ProviderKey,
+    pub authorize_url: Url,
+    pub token_url: Url,
+    pub revoke_url: Option<Url>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    pub extra_authorize_params: Vec<(String, String)>,
+    pub pkce: bool,
+    /// RFC 9207 issuer identifier the login callback's `iss` must equal, when configured.
+    pub issuer: Option<String>,
+    dialect: Box<dyn Dialect>,
+}
+
+impl Provider {
+    /// The provider a typed configuration describes.
+    pub fn new(config: ProviderConfig) -> Self {
+        let ProviderConfig { key, client, kind } = config;
+        let (endpoints, dialect) = match kind {
+            KindConfig::Zoho { accounts_url } => zoho::build(accounts_url),
+            KindConfig::OAuth2 {
+                authorize_url,
+                token_url,
+                revoke_url,
+                auth_method,
+            } => oauth2::build(
+                Endpoints {
+                    authorize: authorize_url,
+                    token: token_url,
+                    revoke: revoke_url,
+                },
+                auth_method,
+            ),
+        };
+        // Configured parameters replace the kind's own of the same name.
+        let mut extra: Vec<(String, String)> = dialect
+            .fixed_authorize_params()
+            .iter()
+            .filter(|(k, _)| !client.extra_authorize_params.contains_key(*k))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        extra.extend(client.extra_authorize_params);
+        Self {
+            key,
+            authorize_url: endpoints.authorize,
+            token_url: endpoints.token,
+            revoke_url: endpoints.revoke,
+            client_id: client.client_id,
+            client_secret: client.client_secret,
+            scopes: client.scopes,
+            extra_authorize_params: extra,
+            pkce: client.pkce,
+            issuer: client.issuer,
+            dialect,
+        }
+    }
+
+    /// How the authorize URL joins the scopes (Zoho: commas; RFC 6749: spaces).
+    pub fn scope_separator(&self) -> &'static str {
+        self.dialect.scope_separator()
+    }
+
+    /// Whether a login callback or an exchange may name an accounts server for this provider.
+    pub fn takes_accounts_server(&self) -> bool {
+        self.dialect.accounts_server().is_some()
+    }
+
+    pub(super) fn token_request(
+        &self,
+        request: RequestBuilder,
+        creds: &ClientCredentials<'_>,
+        form: Vec<(&'static str, String)>,
+    ) -> RequestBuilder {
+        self.dialect.token_request(request, creds, form)
+    }
+
+    pub(super) fn revoke_request(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        creds: &ClientCredentials<'_>,
+        token: &Secret,
+        hint: &str,
+    ) -> RequestBuilder {
+        self.dialect.revoke_request(http, url, creds, token, hint)
+    }
+
+    pub(super) fn lifetime<'a>(
+        &self,
+        expires_in: Option<&'a serde_json::Value>,
+        expires_in_sec: Option<&'a serde_json::Value>,
+    ) -> Option<&'a serde_json::Value> {
+        self.dialect.lifetime(expires_in, expires_in_sec)
+    }
+}
+
+/// Every provider the broker knows, by key. Built once at start.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderRegistry {
+    providers: BTreeMap<String, Arc<Provider>>,
+}
+
+impl ProviderRegistry {
+    /// The registry of `configs` (see `Settings::provider_configs`).
+    pub fn new(configs: impl IntoIterator<Item = ProviderConfig>) -> Self {
+        let providers = configs
+            .into_iter()
+            .map(|c| (c.key.to_string(), Arc::new(Provider::new(c))))
+            .collect();
+        Self { providers }
+    }
+
+    pub fn get(&self, key: &ProviderKey) -> Option<Arc<Provider>> {
+        self.providers.get(key.as_str()).cloned()
+    }
+
+    /// The Zoho provider whose accounts server is `server` (the callback's `accounts-server`).
+    /// Only known servers match, so a caller cannot send our client secret elsewhere.
+    pub fn zoho_by_accounts_server(&self, server: &str) -> Option<Arc<Provider>> {
+        let wanted = Url::parse(server).ok()?.origin();
+        self.providers
+            .values()
+            .find(|p| {
+                p.dialect
+                    .accounts_server()
+                    .is_some_and(|a| a.origin() == wanted)
+            })
+            .cloned()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{provider_configs, ProviderSettings};
+
+    fn registry(tables: &[(&str, ProviderSettings)]) -> ProviderRegistry {
+        let settings = tables
+            .iter()
+            .map(|(k, s)| ((*k).to_owned(), s.clone()))
+            .collect();
+        ProviderRegistry::new(provider_configs(&settings).unwrap())
+    }
+
+    fn get(r: &ProviderRegistry, key: &str) -> Arc<Provider> {
+        r.get(&ProviderKey::parse(key).unwrap()).unwrap()
+    }
+
+    fn acme() -> ProviderSettings {
+        ProviderSettings {
+            kind: Some("oauth2".into()),
+            authorize_url: Some("https://id.acme/auth".into()),
+            token_url: Some("https://id.acme/token".into()),
+            extra_authorize_params: BTreeMap::from([("prompt".into(), "consent".into())]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_zoho_data_center_is_built_in() {
+        let r = registry(&[]);
+        let eu = get(&r, "zoho-eu");
+        assert_eq!(
+            eu.token_url.as_str(),
+            "https://accounts.zoho.eu/oauth/v2/token"
+        );
+        assert_eq!(
+            eu.revoke_url.as_ref().unwrap().as_str(),
+            "https://accounts.zoho.eu/oauth/v2/token/revoke"
+        );
+        let ca = r
+            .zoho_by_accounts_server("https://accounts.zohocloud.ca")
+            .unwrap();
+        assert_eq!(ca.key.as_str(), "zoho-ca");
+        assert!(r
+            .zoho_by_accounts_server("https://evil.example.com")
+            .is_none());
+        assert_eq!(r.keys().count(), 8);
+    }
+
+    #[test]
+    fn zoho_asks_for_offline_access_unless_told_otherwise() {
+        let r = registry(&[(
+            "zoho-us",
+            ProviderSettings {
+                extra_authorize_params: BTreeMap::from([
+                    ("prompt".into(), "none".into()),
+                    ("hd".into(), "example.com".into()),
+                ]),
+                ..Default::default()
+            },
+        )]);
+        let us = get(&r, "zoho-us");
+        let pairs: Vec<(&str, &str)> = us
+            .extra_authorize_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("access_type", "offline"),
+                ("hd", "example.com"),
+                ("prompt", "none")
+            ]
+        );
+        assert_eq!(us.scope_separator(), ",");
+        assert!(us.takes_accounts_server());
+    }
+
+    #[test]
+    fn a_generic_provider_is_no_zoho() {
+        let r = registry(&[("acme", acme())]);
+        let acme = get(&r, "acme");
+        assert_eq!(acme.authorize_url.as_str(), "https://id.acme/auth");
+        assert!(acme.revoke_url.is_none());
+        assert_eq!(acme.scope_separator(), " ");
+        assert!(!acme.takes_accounts_server());
+        assert!(acme.pkce);
+        assert_eq!(
+            acme.extra_authorize_params,
+            [("prompt".to_owned(), "consent".to_owned())]
+        );
+    }
+
+    #[test]
+    fn zoho_reads_expires_in_sec_and_others_expires_in() {
+        let r = registry(&[("acme", acme())]);
+        let (ms, sec) = (serde_json::json!(3_600_000), serde_json::json!(3600));
+        assert_eq!(
+            get(&r, "zoho-us").lifetime(Some(&ms), Some(&sec)),
+            Some(&sec)
+        );
+        assert_eq!(get(&r, "zoho-us").lifetime(Some(&sec), None), Some(&sec));
+        assert_eq!(get(&r, "acme").lifetime(Some(&sec), Some(&ms)), Some(&sec));
+        assert_eq!(get(&r, "acme").lifetime(None, Some(&sec)), None);
+    }
+}
