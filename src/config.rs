@@ -12,8 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use providers::{
-    provider_configs, AuthMethod, ClientConfig, KindConfig, ProviderConfig, ProviderSettings,
-    ZOHO_DATA_CENTERS,
+    AuthMethod, ClientConfig, KindConfig, ProviderConfig, ProviderSettings, ZOHO_DATA_CENTERS,
 };
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -235,7 +234,7 @@ impl Settings {
     /// plain data that tests and tools may change after loading, so this parses them anew; the
     /// service does so once, when it builds its provider registry.
     pub fn provider_configs(&self) -> Result<Vec<ProviderConfig>, ConfigError> {
-        provider_configs(&self.providers)
+        providers::provider_configs(&self.providers)
     }
 
     fn check(&self) -> Result<(), ConfigError> {

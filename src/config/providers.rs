@@ -29,7 +29,7 @@ pub const ZOHO_DATA_CENTERS: [(&str, &str); 8] = [
 
 /// One `[providers.<key>]` table as written: a Zoho data center (built in, credentials
 /// optional, `kind` may be left out) or a generic OAuth 2.0 provider (`kind = "oauth2"`).
-/// [`provider_configs`] turns it into a [`ProviderConfig`].
+/// `Settings::provider_configs` turns it into a [`ProviderConfig`].
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
@@ -102,7 +102,7 @@ pub enum KindConfig {
 
 /// Every provider the settings describe, typed: the built-in Zoho data centers (each
 /// overridable by a table of its key) and every other `[providers.<key>]` table.
-pub fn provider_configs(
+pub(super) fn provider_configs(
     settings: &BTreeMap<String, ProviderSettings>,
 ) -> Result<Vec<ProviderConfig>, ConfigError> {
     let empty = ProviderSettings::default();

@@ -164,14 +164,14 @@ impl ProviderRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{provider_configs, ProviderSettings};
+    use crate::config::{ProviderSettings, Settings};
 
     fn registry(tables: &[(&str, ProviderSettings)]) -> ProviderRegistry {
-        let settings = tables
-            .iter()
-            .map(|(k, s)| ((*k).to_owned(), s.clone()))
-            .collect();
-        ProviderRegistry::new(provider_configs(&settings).unwrap())
+        let mut settings = Settings::defaults();
+        for (key, table) in tables {
+            settings.providers.insert((*key).to_owned(), table.clone());
+        }
+        ProviderRegistry::new(settings.provider_configs().unwrap())
     }
 
     fn get(r: &ProviderRegistry, key: &str) -> Arc<Provider> {
