@@ -129,16 +129,19 @@ impl OAuthService {
                 return Ok(Token::clone(&token));
             }
         }
+        // Someone (this process or another) refreshed it while we queued.
+        let settled = |token: &Token, now: i64| {
+            if force {
+                token.updated_at > started
+            } else {
+                valid_for(token, now, min_validity_ms)
+            }
+        };
         loop {
             let now = self.now_ms();
             let token = self.tokens().get(tenancy, id).await?;
             ensure_usable(&token)?;
-            // Someone (this process or another) refreshed it while we queued.
-            if force && token.updated_at > started {
-                coalesced(waited_on_lease);
-                return Ok(token);
-            }
-            if !force && valid_for(&token, now, min_validity_ms) {
+            if settled(&token, now) {
                 coalesced(waited_on_lease);
                 return Ok(token);
             }
@@ -150,6 +153,15 @@ impl OAuthService {
             }
             let until = now + self.settings().lease_ms;
             if let Some(lease) = self.tokens().acquire_refresh_lease(id, now, until).await? {
+                // Read again under the lease: another broker may have committed its refresh
+                // (and released the lease) between our read above and our taking the lease.
+                let token = self.tokens().get(tenancy, id).await?;
+                ensure_usable(&token)?;
+                if settled(&token, self.now_ms()) {
+                    lease.release().await;
+                    coalesced(true);
+                    return Ok(token);
+                }
                 return self
                     .refresh_holding_lease(token, lease, min_validity_ms, force)
                     .await;
