@@ -10,12 +10,12 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod oauth;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
-pub mod zoho_import;
 
 pub use startup::Application;

@@ -248,9 +248,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<u8> {
 mod ops {
     use token_broker::config::Settings;
     use token_broker::domain::{ProviderKey, TenantName, TokenStatus};
+    use token_broker::import::{import_csv, import_mysql, ImportOptions};
     use token_broker::startup::open_token_service;
     use token_broker::tokens::{ListQuery, Tenancy};
-    use token_broker::zoho_import::{import_csv, import_mysql, ImportOptions};
 
     use super::ImportSource;
 

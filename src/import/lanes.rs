@@ -1,0 +1,220 @@
+//! Saving the parsed rows: rows that could touch the same token share a lane and are saved in
+//! source order, lanes run side by side; one row's refusal is reported, anything else stops the
+//! import. Each row goes through `TokenService::get` (the id guard) and `save_import`.
+
+use std::collections::HashMap;
+
+use super::fields::ParsedRow;
+use super::{ImportOptions, ImportReport, Rejected};
+use crate::domain::PartialToken;
+use crate::error::Error;
+use crate::store::StoreError;
+use crate::tokens::{Saved, Tenancy, TokenService};
+
+/// Errors of one save that concern that row only; anything else (the database is unreachable,
+/// a key is missing) stops the import.
+fn is_row_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Conflict(_)
+            | Error::InvalidField(_)
+            | Error::BadRequest { .. }
+            | Error::Forbidden(_)
+            | Error::NotFound
+            | Error::Store(StoreError::Conflict)
+    )
+}
+
+/// How many rows are saved at once.
+const LANES: usize = 8;
+
+/// What became of one row.
+enum Outcome {
+    Saved(Saved),
+    Rejected(String),
+}
+
+/// Saves the rows, several at a time: rows that could touch the same token (sharing an id, a
+/// user_name or a credential) share a lane and are saved one after another in file order, so
+/// the result is the same as saving the whole file in order.
+pub(super) async fn save_rows(
+    tokens: &TokenService,
+    rows: Vec<ParsedRow>,
+    options: &ImportOptions,
+) -> anyhow::Result<ImportReport> {
+    let lane_of = lanes_by_shared_key(&rows);
+    let mut lanes: Vec<Vec<(usize, ParsedRow)>> = (0..LANES).map(|_| Vec::new()).collect();
+    for (i, row) in rows.into_iter().enumerate() {
+        lanes[lane_of[i]].push((i, row));
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results = futures::future::join_all(
+        lanes
+            .into_iter()
+            .map(|lane| save_lane(tokens, lane, options, &stop)),
+    )
+    .await;
+
+    let mut outcomes = Vec::new();
+    let mut failure = None;
+    for (done, failed) in results {
+        outcomes.extend(done);
+        failure = failure.or(failed);
+    }
+    outcomes.sort_by_key(|(i, _, _)| *i);
+    let mut report = ImportReport::default();
+    for (_, at, outcome) in outcomes {
+        match outcome {
+            Outcome::Saved(Saved::Created) => report.created += 1,
+            Outcome::Saved(Saved::Updated) => report.updated += 1,
+            Outcome::Rejected(reason) => report.rejected.push(Rejected { at, reason }),
+        }
+    }
+    match failure {
+        None => Ok(report),
+        Some((at, e)) => Err(anyhow::Error::new(e).context(format!(
+            "import stopped at {at} ({} created, {} updated, {} rejected so far; \
+             importing is idempotent, so run it again)",
+            report.created,
+            report.updated,
+            report.rejected.len()
+        ))),
+    }
+}
+
+/// One lane's rows in order; stops at the first error that is not the row's own (and makes
+/// the other lanes stop).
+async fn save_lane(
+    tokens: &TokenService,
+    rows: Vec<(usize, ParsedRow)>,
+    options: &ImportOptions,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (Vec<(usize, String, Outcome)>, Option<(String, Error)>) {
+    use std::sync::atomic::Ordering;
+    let mut done = Vec::with_capacity(rows.len());
+    for (i, row) in rows {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let partial = match row.token {
+            Ok(p) => p,
+            Err(reason) => {
+                done.push((i, row.at, Outcome::Rejected(reason)));
+                continue;
+            }
+        };
+        match save_one(tokens, partial, options).await {
+            Ok(Ok(saved)) => done.push((i, row.at, Outcome::Saved(saved))),
+            Ok(Err(reason)) => done.push((i, row.at, Outcome::Rejected(reason))),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return (done, Some((row.at, e)));
+            }
+        }
+    }
+    (done, None)
+}
+
+/// The lane of each row: rows linked by any shared key (id, user_name, or a credential, any of
+/// which the save may match on) end up in one lane.
+fn lanes_by_shared_key(rows: &[ParsedRow]) -> Vec<usize> {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..rows.len()).collect();
+    // Keys are kept as hashes (no copies of secrets); a collision only joins two lanes.
+    let hash = |kind: u8, key: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kind, key).hash(&mut h);
+        h.finish()
+    };
+    let mut first_with: HashMap<u64, usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Ok(p) = &row.token else { continue };
+        let keys = [
+            p.id.as_ref().map(|v| hash(0, v.as_str())),
+            p.user_name.as_ref().map(|v| hash(1, v.as_str())),
+            p.refresh_token.as_ref().map(|v| hash(2, v.expose())),
+            p.access_token.as_ref().map(|v| hash(3, v.expose())),
+            p.grant_token.as_ref().map(|v| hash(4, v.expose())),
+        ];
+        for key in keys.into_iter().flatten() {
+            match first_with.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let (a, b) = (root(&mut parent, *e.get()), root(&mut parent, i));
+                    parent[b.max(a)] = a.min(b);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+            }
+        }
+    }
+    (0..rows.len())
+        .map(|i| root(&mut parent, i) % LANES)
+        .collect()
+}
+
+/// Saves one token: `Ok(Err(reason))` when this row is refused, `Err` when the import must stop.
+async fn save_one(
+    tokens: &TokenService,
+    partial: PartialToken,
+    options: &ImportOptions,
+) -> Result<Result<Saved, String>, Error> {
+    if let Some(id) = &partial.id {
+        match tokens.get(&Tenancy::Unrestricted, id).await {
+            Ok(existing) => {
+                if existing.tenant != options.tenant {
+                    return Ok(Err(
+                        "id: already used by a token of another tenant (ids are unique across tenants)"
+                            .into(),
+                    ));
+                }
+                if let (Some(theirs), Some(ours)) = (&existing.user_name, &partial.user_name) {
+                    if theirs != ours {
+                        return Ok(Err(
+                            "id: already used by a token of another user_name".into()
+                        ));
+                    }
+                }
+            }
+            Err(Error::NotFound) => {}
+            Err(e) if is_row_error(&e) => return Ok(Err(format!("not saved: {e}"))),
+            Err(e) => return Err(e),
+        }
+    }
+    match tokens.save_import(&Tenancy::Unrestricted, partial).await {
+        Ok((_, saved)) => Ok(Ok(saved)),
+        Err(e) if is_row_error(&e) => Ok(Err(format!("not saved: {e}"))),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{parse, HEADER};
+    use super::*;
+
+    #[test]
+    fn rows_that_could_touch_one_token_are_saved_in_one_lane() {
+        let rows = parse(&format!(
+            "{HEADER}\
+             1,a@x.com,c,s,rt-a,,,,,\r\n\
+             2,b@x.com,c,s,rt-b,,,,,\r\n\
+             3,c@x.com,c,s,rt-c,,,,,\r\n\
+             1,d@x.com,c,s,rt-d,,,,,\r\n\
+             5,b@x.com,c,s,rt-e,,,,,\r\n\
+             6,e@x.com,c,s,rt-c,,,,,\r\n"
+        ));
+        let lane = lanes_by_shared_key(&rows);
+        assert_eq!(lane[0], lane[3], "same id");
+        assert_eq!(lane[1], lane[4], "same user_name");
+        assert_eq!(lane[2], lane[5], "same refresh token");
+        assert_ne!(lane[0], lane[1], "unrelated rows run side by side");
+    }
+}
