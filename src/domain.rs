@@ -175,19 +175,14 @@ impl fmt::Debug for Secret {
 }
 
 impl PartialEq for Secret {
+    /// Constant-time (`subtle`), so equality checks on secrets don't leak through timing. Slices
+    /// of different lengths compare unequal at once: only the length can be learnt.
     fn eq(&self, other: &Self) -> bool {
-        use subtle_eq::ct_eq;
-        ct_eq(self.expose().as_bytes(), other.expose().as_bytes())
-    }
-}
-
-mod subtle_eq {
-    /// Constant-time comparison so equality checks on secrets don't leak through timing.
-    pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        use subtle::ConstantTimeEq;
+        self.expose()
+            .as_bytes()
+            .ct_eq(other.expose().as_bytes())
+            .into()
     }
 }
 
