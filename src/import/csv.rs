@@ -6,8 +6,9 @@ use std::collections::HashSet;
 
 use anyhow::{anyhow, bail};
 
-use super::fields::{check_columns, to_partial, Column, ParsedRow, RawFields, EXPECTED_COLUMNS};
-use super::ImportOptions;
+use super::fields::{
+    check_columns, to_partial, Column, ImportOptions, ParsedRow, RawFields, EXPECTED_COLUMNS,
+};
 
 // `::csv` below is the csv crate, which this module is named after.
 

@@ -9,8 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Row};
 
-use super::fields::{check_columns, to_partial, Column, ParsedRow, RawFields};
-use super::ImportOptions;
+use super::fields::{check_columns, to_partial, Column, ImportOptions, ParsedRow, RawFields};
 use crate::domain::TokenId;
 
 /// Table names are spliced into SQL, so only plain identifiers are accepted.

@@ -1,12 +1,25 @@
 //! The columns of the Zoho SDK stores and what a row of them becomes: the header names each SDK
 //! generation wrote, the raw fields of one row (from either source) and their conversion to the
-//! `PartialToken` that is saved, with every problem named by field, never by value.
+//! `PartialToken` that is saved (given the `ImportOptions`), with every problem named by field,
+//! never by value.
 
 use std::collections::HashSet;
 
-use crate::domain::{parse_text, PartialToken, Secret, TokenId, TokenStatus, UserName};
+use crate::domain::{
+    parse_text, PartialToken, ProviderKey, Secret, TenantName, TokenId, TokenStatus, UserName,
+};
 
-use super::ImportOptions;
+/// Where imported tokens go.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Provider given to every imported token (the SDK stores have none).
+    pub provider: ProviderKey,
+    /// Tenant of every imported token; `None` for no tenant.
+    pub tenant: Option<TenantName>,
+    /// Ignore the source's ids: tokens are matched by user_name (and provider) and new ones get
+    /// generated ids. For stores whose small ids clash with tokens already in the broker.
+    pub new_ids: bool,
+}
 
 /// A column of the SDK stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

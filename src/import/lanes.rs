@@ -1,15 +1,31 @@
 //! Saving the parsed rows: rows that could touch the same token share a lane and are saved in
 //! source order, lanes run side by side; one row's refusal is reported, anything else stops the
-//! import. Each row goes through `TokenService::get` (the id guard) and `save_import`.
+//! import, and the `ImportReport` says what became of every row. Each row goes through
+//! `TokenService::get` (the id guard) and `save_import`.
 
 use std::collections::HashMap;
 
-use super::fields::ParsedRow;
-use super::{ImportOptions, ImportReport, Rejected};
+use super::fields::{ImportOptions, ParsedRow};
 use crate::domain::PartialToken;
 use crate::error::Error;
 use crate::store::StoreError;
 use crate::tokens::{Saved, Tenancy, TokenService};
+
+/// One refused row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// "line 7" for CSV, "row id 42" for the database table.
+    pub at: String,
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub created: usize,
+    pub updated: usize,
+    pub rejected: Vec<Rejected>,
+}
 
 /// Errors of one save that concern that row only; anything else (the database is unreachable,
 /// a key is missing) stops the import.

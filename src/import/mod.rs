@@ -56,10 +56,11 @@
 //!
 //! # Where each part lives
 //!
-//! `fields` (the SDK columns and turning one row into a token), `csv` (the FileStore reader and
-//! its physical line numbers), `dbstore` (the DBStore table reader) and `lanes` (saving the rows,
-//! several at a time, in an order that gives the same result as saving them one by one). This
-//! file holds what the CLI calls.
+//! `fields` (the SDK columns, the `ImportOptions`, turning one row into a token), `csv` (the
+//! FileStore reader and its physical line numbers), `dbstore` (the DBStore table reader) and
+//! `lanes` (saving the rows several at a time, in an order that gives the same result as saving
+//! them one by one, into the `ImportReport`). This file holds what the CLI calls; the parts
+//! never reach back up into it.
 
 mod csv;
 mod dbstore;
@@ -73,36 +74,11 @@ use anyhow::Context;
 use self::csv::parse_csv;
 use self::dbstore::{check_table_name, read_mysql};
 use self::lanes::save_rows;
-use crate::domain::{ProviderKey, TenantName};
 use crate::tokens::TokenService;
 
-/// Where imported tokens go.
-#[derive(Debug, Clone)]
-pub struct ImportOptions {
-    /// Provider given to every imported token (the SDK stores have none).
-    pub provider: ProviderKey,
-    /// Tenant of every imported token; `None` for no tenant.
-    pub tenant: Option<TenantName>,
-    /// Ignore the source's ids: tokens are matched by user_name (and provider) and new ones get
-    /// generated ids. For stores whose small ids clash with tokens already in the broker.
-    pub new_ids: bool,
-}
-
-/// One refused row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// "line 7" for CSV, "row id 42" for the database table.
-    pub at: String,
-    pub reason: String,
-}
-
-/// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImportReport {
-    pub created: usize,
-    pub updated: usize,
-    pub rejected: Vec<Rejected>,
-}
+// Defined in the part that uses them, so that no part imports this file.
+pub use self::fields::ImportOptions;
+pub use self::lanes::{ImportReport, Rejected};
 
 /// Imports a Zoho FileStore CSV file.
 pub async fn import_csv(
@@ -132,8 +108,7 @@ pub async fn import_mysql(
 /// What the tests of every part share: the options, a CSV parse and looks at a parsed row.
 #[cfg(test)]
 mod testing {
-    use super::fields::ParsedRow;
-    use super::ImportOptions;
+    use super::fields::{ImportOptions, ParsedRow};
     use crate::domain::{PartialToken, ProviderKey, TenantName};
 
     pub fn options() -> ImportOptions {
