@@ -315,7 +315,7 @@ mod ops {
         println!(
             "re-encrypted {} token(s) under key `{}`; {} already used it",
             report.reencrypted,
-            tokens.keys().active_key_id(),
+            tokens.active_key_id(),
             report.unchanged
         );
         Ok(())

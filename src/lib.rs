@@ -1,6 +1,6 @@
 //! token-broker: a standalone HTTP service that holds OAuth credentials and hands out valid
-//! access tokens. `main.rs` only parses the command line; everything else lives here so tests
-//! build the very same application.
+//! access tokens. `main.rs` only calls `cli::run`; everything else lives here so tests build the
+//! very same application.
 
 pub mod audit;
 pub mod auth;

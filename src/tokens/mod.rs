@@ -234,6 +234,8 @@ impl TokenService {
         self
     }
 
+    /// The database, for what is not the token row: health checks, status counts, the audit
+    /// query. Token rows and their cache are written only through this service.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -243,8 +245,9 @@ impl TokenService {
         &self.default_provider
     }
 
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
+    /// The id of the key new writes are encrypted with (for `keys rotate`'s report).
+    pub fn active_key_id(&self) -> &str {
+        self.keys.active_key_id()
     }
 
     pub fn now_ms(&self) -> i64 {
