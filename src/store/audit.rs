@@ -1,25 +1,31 @@
 //! The `audit_events` table.
 
-use super::{Arg, Backend, Store, StoreError};
+use sqlx::QueryBuilder;
 
-/// One audit record, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AuditRow {
-    /// Given by the audit collector when empty (uuid v7, in the order events were recorded).
-    pub id: String,
-    pub at: i64,
-    pub caller: String,
-    pub tenant: String,
-    pub token_id: Option<String>,
-    pub action: String,
-    pub outcome: String,
-    pub status: i64,
-    pub detail: Option<String>,
-    pub request_id: Option<String>,
-    /// How many identical events this row stands for (1 unless aggregated).
-    pub occurrences: i64,
-    /// When the last of them happened, for aggregated rows.
-    pub last_at: Option<i64>,
+use super::columns::{select, table, Build, Statement, INSERT};
+use super::sql::{PerBackend, Sql};
+use super::{with_pool, Backend, Store, StoreError};
+
+table! {
+    /// One audit record, as stored.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AuditRow in "audit_events" {
+        /// Given by the audit collector when empty (uuid v7, in the order events were recorded).
+        pub id: String [INSERT],
+        pub at: i64 [INSERT],
+        pub caller: String [INSERT],
+        pub tenant: String [INSERT],
+        pub token_id: Option<String> [INSERT],
+        pub action: String [INSERT],
+        pub outcome: String [INSERT],
+        pub status: i64 [INSERT],
+        pub detail: Option<String> [INSERT],
+        pub request_id: Option<String> [INSERT],
+        /// How many identical events this row stands for (1 unless aggregated).
+        pub occurrences: i64 [INSERT],
+        /// When the last of them happened, for aggregated rows.
+        pub last_at: Option<i64> [INSERT],
+    }
 }
 
 /// Filters of the audit query, newest first.
@@ -35,85 +41,84 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-const COLUMNS: &str = "id, at, caller, tenant, token_id, action, outcome, status, detail, \
-    request_id, occurrences, last_at";
-const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, at, CAST(caller AS CHAR) AS caller, \
-    CAST(tenant AS CHAR) AS tenant, CAST(token_id AS CHAR) AS token_id, \
-    CAST(action AS CHAR) AS action, CAST(outcome AS CHAR) AS outcome, status, \
-    CAST(detail AS CHAR) AS detail, CAST(request_id AS CHAR) AS request_id, occurrences, last_at";
+/// The batch sizes of `insert_audit`: multi-row INSERTs of these sizes only, so the database
+/// (and sqlx's statement cache) sees at most three distinct statements.
+const BATCH_SIZES: [usize; 3] = [50, 10, 1];
+
+/// The statements of `audit_events` (and the status count of the metrics), per backend.
+struct AuditSql {
+    /// One INSERT per entry of [`BATCH_SIZES`].
+    inserts: [Statement<AuditRow>; 3],
+    /// The SELECT list the dynamic `list_audit` starts from.
+    select: String,
+    count_by_status: Sql,
+}
+
+static AUDIT_SQL: PerBackend<AuditSql> = PerBackend::new(AuditSql::build);
+
+impl AuditSql {
+    fn build(b: Backend) -> Self {
+        let status = match b {
+            Backend::MySql => "CAST(status AS CHAR) AS status",
+            _ => "status",
+        };
+        Self {
+            inserts: BATCH_SIZES
+                .map(|n| Build::new(b).text("INSERT").into_values(INSERT, n).finish()),
+            select: select::<AuditRow>(b),
+            count_by_status: Sql::new(
+                b,
+                &format!("SELECT {status}, COUNT(*) AS n FROM oauth_tokens GROUP BY status"),
+            ),
+        }
+    }
+}
 
 impl Store {
-    /// Writes a batch of events: multi-row INSERTs of a few fixed sizes, so the database (and
-    /// sqlx's statement cache) sees at most three distinct statements.
+    /// Writes a batch of events, in chunks of [`BATCH_SIZES`].
     pub async fn insert_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        let sql = AUDIT_SQL.get(self.backend());
         let mut rest = rows;
         while !rest.is_empty() {
-            let size = [50, 10, 1]
-                .into_iter()
-                .find(|&n| rest.len() >= n)
+            let (insert, size) = sql
+                .inserts
+                .iter()
+                .zip(BATCH_SIZES)
+                .find(|&(_, n)| rest.len() >= n)
                 .expect("1 always fits");
             let (chunk, tail) = rest.split_at(size);
-            self.insert_audit_chunk(chunk).await?;
+            let args = insert.args_rows(chunk.iter().cloned());
+            self.execute(insert.sql(), args).await?;
             rest = tail;
         }
         Ok(())
     }
 
-    async fn insert_audit_chunk(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
-        let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-        let mut args = Vec::with_capacity(rows.len() * 10);
-        for (i, r) in rows.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-            args.extend([
-                Arg::from(r.id.as_str()),
-                Arg::from(r.at),
-                Arg::from(r.caller.as_str()),
-                Arg::from(r.tenant.as_str()),
-                Arg::from(r.token_id.clone()),
-                Arg::from(r.action.as_str()),
-                Arg::from(r.outcome.as_str()),
-                Arg::from(r.status),
-                Arg::from(r.detail.clone()),
-                Arg::from(r.request_id.clone()),
-                Arg::from(r.occurrences),
-                Arg::from(r.last_at),
-            ]);
-        }
-        self.execute(&sql, args).await.map(|_| ())
-    }
-
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        let columns = match self.backend() {
-            Backend::MySql => MYSQL_COLUMNS,
-            _ => COLUMNS,
-        };
-        let mut sql = format!("SELECT {columns} FROM audit_events WHERE 1 = 1");
-        let mut args = Vec::new();
-        for (column, value) in [
-            ("tenant", &f.tenant),
-            ("token_id", &f.token_id),
-            ("caller", &f.caller),
-            ("action", &f.action),
-        ] {
-            if let Some(v) = value {
-                sql.push_str(&format!(" AND {column} = ?"));
-                args.push(Arg::from(v.as_str()));
+        let select = AUDIT_SQL.get(self.backend()).select.as_str();
+        let rows = with_pool!(self, p => {
+            let mut q = QueryBuilder::new(select);
+            q.push(" WHERE 1 = 1");
+            for (column, value) in [
+                ("tenant", &f.tenant),
+                ("token_id", &f.token_id),
+                ("caller", &f.caller),
+                ("action", &f.action),
+            ] {
+                if let Some(v) = value {
+                    q.push(format_args!(" AND {column} = ")).push_bind(v.as_str());
+                }
             }
-        }
-        if let Some(since) = f.since {
-            sql.push_str(" AND at >= ?");
-            args.push(Arg::from(since));
-        }
-        if let Some(before) = &f.before {
-            sql.push_str(" AND id < ?");
-            args.push(Arg::from(before.as_str()));
-        }
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
-        args.push(Arg::from(i64::from(f.limit)));
-        self.fetch_all(&sql, args).await
+            if let Some(since) = f.since {
+                q.push(" AND at >= ").push_bind(since);
+            }
+            if let Some(before) = &f.before {
+                q.push(" AND id < ").push_bind(before.as_str());
+            }
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
+            q.build_query_as::<AuditRow>().fetch_all(p).await?
+        });
+        Ok(rows)
     }
 
     /// How many tokens there are per status (for the metrics gauge).
@@ -123,13 +128,29 @@ impl Store {
             status: String,
             n: i64,
         }
-        let sql = match self.backend() {
-            Backend::MySql => {
-                "SELECT CAST(status AS CHAR) AS status, COUNT(*) AS n FROM oauth_tokens GROUP BY status"
-            }
-            _ => "SELECT status, COUNT(*) AS n FROM oauth_tokens GROUP BY status",
-        };
+        let sql = &AUDIT_SQL.get(self.backend()).count_by_status;
         let rows: Vec<Count> = self.fetch_all(sql, Vec::new()).await?;
         Ok(rows.into_iter().map(|c| (c.status, c.n)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::columns::tests::{check, check_select, placeholders, BACKENDS};
+    use super::super::columns::Table;
+    use super::*;
+
+    #[test]
+    fn statements_name_every_column_once() {
+        check_select::<AuditRow>();
+        for b in BACKENDS {
+            let s = AuditSql::build(b);
+            for (insert, n) in s.inserts.iter().zip(BATCH_SIZES) {
+                check(b, insert, 0);
+                let sql = insert.sql().as_str();
+                assert_eq!(placeholders(b, sql), n * AuditRow::COLUMNS.len(), "{sql}");
+            }
+            assert_eq!(placeholders(b, s.count_by_status.as_str()), 0);
+        }
     }
 }

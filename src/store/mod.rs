@@ -1,9 +1,13 @@
 //! Storage: one `Store` over SQLite, PostgreSQL or MySQL/MariaDB, chosen by the database URL.
 //!
-//! SQL is written once with `?` placeholders and rewritten to `$N` for PostgreSQL; values are
-//! bound through [`Arg`], so every query body is shared and only the pool differs per backend.
+//! Each entity's row type is declared with its column table (`columns::table!`); the SELECT
+//! lists, INSERTs, UPDATE SET lists and their bind order are generated from that table, once per
+//! backend with the placeholders already in the backend's style (`sql::PerBackend`). Values are
+//! bound through [`Arg`], so every query body is shared and only the pool differs per backend;
+//! the queries whose shape depends on the request's filters go through `sqlx::QueryBuilder`.
 
 mod audit;
+mod columns;
 mod refresh;
 mod sql;
 mod states;
@@ -105,6 +109,19 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Like [`with_pool!`] for a write: on SQLite `$pool` is the single writer connection.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match (&$store.pool, &$store.sqlite_writer) {
+            (_, Some($pool)) => $body,
+            ($crate::store::Pool::Sqlite($pool), None) => $body,
+            ($crate::store::Pool::Postgres($pool), _) => $body,
+            ($crate::store::Pool::MySql($pool), _) => $body,
+        }
+    };
+}
+pub(crate) use with_writer;
 
 /// The database handle shared by the whole service (cheap to clone).
 #[derive(Clone)]

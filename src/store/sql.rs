@@ -1,7 +1,8 @@
-//! The few primitives every query goes through: placeholder rewriting, argument binding and
+//! The few primitives every query goes through: statements in their backend's placeholder style
+//! (rewritten once, when built), the per-backend cache that holds them, argument binding and
 //! execution on whichever pool the store holds.
 
-use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use sqlx::mysql::MySqlRow;
 use sqlx::postgres::PgRow;
@@ -49,9 +50,9 @@ impl From<Option<i64>> for Arg {
 }
 
 /// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL. Our SQL never has `?` in literals.
-pub(crate) fn dialect(backend: Backend, sql: &str) -> Cow<'_, str> {
+fn dialect(backend: Backend, sql: &str) -> String {
     if backend != Backend::Postgres {
-        return Cow::Borrowed(sql);
+        return sql.to_owned();
     }
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
@@ -64,7 +65,48 @@ pub(crate) fn dialect(backend: Backend, sql: &str) -> Cow<'_, str> {
             out.push(c);
         }
     }
-    Cow::Owned(out)
+    out
+}
+
+/// A statement in its backend's placeholder style. Only built through [`Sql::new`], which
+/// rewrites the placeholders, so a query can't reach PostgreSQL with `?` in it.
+#[derive(Debug)]
+pub(crate) struct Sql(Box<str>);
+
+impl Sql {
+    /// `sql` written with `?` placeholders, for `backend`.
+    pub fn new(backend: Backend, sql: &str) -> Self {
+        Self(dialect(backend, sql).into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One value per backend, built on first use by `build` and kept for the life of the process:
+/// the statements of an entity, so none is formatted or rewritten per call.
+pub(crate) struct PerBackend<T> {
+    build: fn(Backend) -> T,
+    built: [OnceLock<T>; 3],
+}
+
+impl<T> PerBackend<T> {
+    pub const fn new(build: fn(Backend) -> T) -> Self {
+        Self {
+            build,
+            built: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    pub fn get(&self, backend: Backend) -> &T {
+        let slot = match backend {
+            Backend::Sqlite => 0,
+            Backend::Postgres => 1,
+            Backend::MySql => 2,
+        };
+        self.built[slot].get_or_init(|| (self.build)(backend))
+    }
 }
 
 macro_rules! bind_all {
@@ -101,13 +143,13 @@ impl<T> AnyRow for T where
 
 impl Store {
     /// Runs a statement; returns the number of rows it changed.
-    pub(crate) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
-        let sql = dialect(self.backend, sql);
+    pub(crate) async fn execute(&self, sql: &Sql, args: Vec<Arg>) -> Result<u64, StoreError> {
+        let sql = sql.as_str();
         if let Some(writer) = &self.sqlite_writer {
-            let done = bind_all!(sqlx::query(&sql), args).execute(writer).await?;
+            let done = bind_all!(sqlx::query(sql), args).execute(writer).await?;
             return Ok(done.rows_affected());
         }
-        let affected = with_pool!(self, p => bind_all!(sqlx::query(&sql), args)
+        let affected = with_pool!(self, p => bind_all!(sqlx::query(sql), args)
             .execute(p)
             .await?
             .rows_affected());
@@ -116,12 +158,12 @@ impl Store {
 
     pub(crate) async fn fetch_optional<T: AnyRow>(
         &self,
-        sql: &str,
+        sql: &Sql,
         args: Vec<Arg>,
     ) -> Result<Option<T>, StoreError> {
-        let sql = dialect(self.backend, sql);
+        let sql = sql.as_str();
         Ok(
-            with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
+            with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(sql), args)
             .fetch_optional(p)
             .await?),
         )
@@ -129,12 +171,12 @@ impl Store {
 
     pub(crate) async fn fetch_all<T: AnyRow>(
         &self,
-        sql: &str,
+        sql: &Sql,
         args: Vec<Arg>,
     ) -> Result<Vec<T>, StoreError> {
-        let sql = dialect(self.backend, sql);
+        let sql = sql.as_str();
         Ok(
-            with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(&sql), args)
+            with_pool!(self, p => bind_all!(sqlx::query_as::<_, T>(sql), args)
             .fetch_all(p)
             .await?),
         )
@@ -148,9 +190,10 @@ mod tests {
     #[test]
     fn postgres_gets_numbered_placeholders() {
         assert_eq!(
-            dialect(Backend::Postgres, "a = ? AND b = ?"),
+            Sql::new(Backend::Postgres, "a = ? AND b = ?").as_str(),
             "a = $1 AND b = $2"
         );
-        assert_eq!(dialect(Backend::MySql, "a = ?"), "a = ?");
+        assert_eq!(Sql::new(Backend::MySql, "a = ?").as_str(), "a = ?");
+        assert_eq!(Sql::new(Backend::Sqlite, "a = ?").as_str(), "a = ?");
     }
 }

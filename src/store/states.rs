@@ -1,51 +1,59 @@
 //! Pending browser logins (`oauth_states`): written by authorize, taken exactly once by callback.
 
+use super::columns::{select, table, Build, Statement, INSERT};
+use super::sql::{PerBackend, Sql};
 use super::{Backend, Store, StoreError};
 
-/// One pending login, as stored.
-#[derive(Clone, sqlx::FromRow)]
-pub struct StateRow {
-    pub state_hash: String,
-    pub provider: String,
-    pub tenant: String,
-    pub caller: String,
-    pub user_name: Option<String>,
-    pub return_to: Option<String>,
-    pub redirect_uri: String,
-    pub code_verifier: Option<Vec<u8>>,
-    pub key_id: String,
-    pub created_at: i64,
-    pub expires_at: i64,
+table! {
+    /// One pending login, as stored.
+    #[derive(Clone)]
+    pub struct StateRow in "oauth_states" {
+        pub state_hash: String [INSERT],
+        pub provider: String [INSERT],
+        pub tenant: String [INSERT],
+        pub caller: String [INSERT],
+        pub user_name: Option<String> [INSERT],
+        pub return_to: Option<String> [INSERT],
+        pub redirect_uri: String [INSERT],
+        pub code_verifier: Option<Vec<u8>> [INSERT],
+        pub key_id: String [INSERT],
+        pub created_at: i64 [INSERT],
+        pub expires_at: i64 [INSERT],
+    }
+}
+
+/// The statements of `oauth_states`, per backend.
+struct StateSql {
+    sweep: Sql,
+    insert: Statement<StateRow>,
+    read: Sql,
+    delete: Sql,
+}
+
+static STATE_SQL: PerBackend<StateSql> = PerBackend::new(StateSql::build);
+
+impl StateSql {
+    fn build(b: Backend) -> Self {
+        Self {
+            sweep: Sql::new(b, "DELETE FROM oauth_states WHERE expires_at < ?"),
+            insert: Build::new(b).text("INSERT").into_values(INSERT, 1).finish(),
+            read: Sql::new(
+                b,
+                &format!("{} WHERE state_hash = ?", select::<StateRow>(b)),
+            ),
+            delete: Sql::new(b, "DELETE FROM oauth_states WHERE state_hash = ?"),
+        }
+    }
 }
 
 impl Store {
     /// Stores a pending login and sweeps expired ones.
     pub async fn insert_state(&self, row: StateRow, now: i64) -> Result<(), StoreError> {
-        self.execute(
-            "DELETE FROM oauth_states WHERE expires_at < ?",
-            vec![now.into()],
-        )
-        .await?;
-        self.execute(
-            "INSERT INTO oauth_states (state_hash, provider, tenant, caller, user_name, return_to, \
-             redirect_uri, code_verifier, key_id, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                row.state_hash.into(),
-                row.provider.into(),
-                row.tenant.into(),
-                row.caller.into(),
-                row.user_name.into(),
-                row.return_to.into(),
-                row.redirect_uri.into(),
-                row.code_verifier.into(),
-                row.key_id.into(),
-                row.created_at.into(),
-                row.expires_at.into(),
-            ],
-        )
-        .await
-        .map(|_| ())
+        let sql = STATE_SQL.get(self.backend());
+        self.execute(&sql.sweep, vec![now.into()]).await?;
+        self.execute(sql.insert.sql(), sql.insert.args(row, []))
+            .await
+            .map(|_| ())
     }
 
     /// Takes a pending login: only the first taker of an unexpired state gets it.
@@ -54,32 +62,35 @@ impl Store {
         state_hash: &str,
         now: i64,
     ) -> Result<Option<StateRow>, StoreError> {
-        let columns = match self.backend() {
-            Backend::MySql => {
-                "CAST(state_hash AS CHAR) AS state_hash, CAST(provider AS CHAR) AS provider, \
-                 CAST(tenant AS CHAR) AS tenant, CAST(caller AS CHAR) AS caller, \
-                 CAST(user_name AS CHAR) AS user_name, CAST(return_to AS CHAR) AS return_to, \
-                 CAST(redirect_uri AS CHAR) AS redirect_uri, code_verifier, \
-                 CAST(key_id AS CHAR) AS key_id, created_at, expires_at"
-            }
-            _ => {
-                "state_hash, provider, tenant, caller, user_name, return_to, redirect_uri, \
-                 code_verifier, key_id, created_at, expires_at"
-            }
-        };
+        let sql = STATE_SQL.get(self.backend());
         let row: Option<StateRow> = self
-            .fetch_optional(
-                &format!("SELECT {columns} FROM oauth_states WHERE state_hash = ?"),
-                vec![state_hash.into()],
-            )
+            .fetch_optional(&sql.read, vec![state_hash.into()])
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let taken = self
-            .execute(
-                "DELETE FROM oauth_states WHERE state_hash = ?",
-                vec![state_hash.into()],
-            )
-            .await?;
+        let taken = self.execute(&sql.delete, vec![state_hash.into()]).await?;
         Ok((taken == 1 && row.expires_at > now).then_some(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::columns::tests::{check, check_select, placeholders, BACKENDS};
+    use super::super::columns::Table;
+    use super::*;
+
+    #[test]
+    fn statements_name_every_column_once() {
+        check_select::<StateRow>();
+        for b in BACKENDS {
+            let s = StateSql::build(b);
+            check(b, &s.insert, 0);
+            assert_eq!(
+                placeholders(b, s.insert.sql().as_str()),
+                StateRow::COLUMNS.len()
+            );
+            for sql in [&s.sweep, &s.read, &s.delete] {
+                assert_eq!(placeholders(b, sql.as_str()), 1, "{}", sql.as_str());
+            }
+        }
     }
 }

@@ -1,70 +1,123 @@
-//! The `oauth_tokens` table: rows as stored (ciphertexts and lookup hashes, never plaintext).
+//! The `oauth_tokens` table: rows as stored (ciphertexts and lookup hashes, never plaintext),
+//! declared once with their column table; every statement of the table is generated from it.
 
-use super::sql::AnyRow;
-use super::{Arg, Backend, Store, StoreError};
+use sqlx::QueryBuilder;
 
-/// One row of `oauth_tokens`, exactly as stored.
-#[derive(Clone, sqlx::FromRow)]
-pub struct TokenRow {
-    pub id: String,
-    /// '' when the token belongs to no tenant.
-    pub tenant: String,
-    pub provider: String,
-    pub user_name: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Vec<u8>>,
-    pub refresh_token: Option<Vec<u8>>,
-    pub refresh_token_hash: Option<String>,
-    pub access_token: Option<Vec<u8>>,
-    pub access_token_hash: Option<String>,
-    pub grant_token: Option<Vec<u8>>,
-    pub grant_token_hash: Option<String>,
-    pub expiry_time: Option<i64>,
-    pub granted_lifetime_ms: Option<i64>,
-    pub redirect_url: Option<String>,
-    pub api_domain: Option<String>,
-    pub status: String,
-    pub key_id: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// Changes with every write of the row (set by the database; ignored when writing).
-    pub version: i64,
+use super::columns::{select, table, Build, Statement, INSERT, REENCRYPT, UPDATE};
+use super::sql::{AnyRow, PerBackend, Sql};
+use super::{with_pool, Arg, Backend, Store, StoreError};
+
+table! {
+    /// One row of `oauth_tokens`, exactly as stored. The brackets say which writes set a column
+    /// (see `columns`); `lease_owner`, `lease_until` and `last_used_at` are the refresh
+    /// coordination's and never part of a row.
+    #[derive(Clone)]
+    pub struct TokenRow in "oauth_tokens" {
+        pub id: String [INSERT, KEY],
+        /// '' when the token belongs to no tenant.
+        pub tenant: String [INSERT, UPDATE],
+        pub provider: String [INSERT, UPDATE],
+        pub user_name: Option<String> [INSERT, UPDATE],
+        pub client_id: Option<String> [INSERT, UPDATE],
+        pub client_secret: Option<Vec<u8>> [INSERT, UPDATE, COMMIT, REENCRYPT],
+        pub refresh_token: Option<Vec<u8>> [INSERT, UPDATE, COMMIT, REENCRYPT],
+        pub refresh_token_hash: Option<String> [INSERT, UPDATE, COMMIT],
+        pub access_token: Option<Vec<u8>> [INSERT, UPDATE, COMMIT, REENCRYPT],
+        pub access_token_hash: Option<String> [INSERT, UPDATE, COMMIT],
+        pub grant_token: Option<Vec<u8>> [INSERT, UPDATE, COMMIT, REENCRYPT],
+        pub grant_token_hash: Option<String> [INSERT, UPDATE, COMMIT],
+        pub expiry_time: Option<i64> [INSERT, UPDATE, COMMIT],
+        pub granted_lifetime_ms: Option<i64> [INSERT, UPDATE, COMMIT],
+        pub redirect_url: Option<String> [INSERT, UPDATE],
+        pub api_domain: Option<String> [INSERT, UPDATE, COMMIT],
+        pub status: String [INSERT, UPDATE, COMMIT],
+        pub key_id: String [INSERT, UPDATE, COMMIT, REENCRYPT],
+        pub created_at: i64 [INSERT],
+        pub updated_at: i64 [INSERT, UPDATE, COMMIT],
+        /// Changes with every write of the row: random on insert, incremented by the database
+        /// on each update (the value a caller sets is ignored).
+        pub version: i64 [INSERT],
+    }
 }
 
-/// A token's id and version.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TokenVersion {
-    pub id: String,
-    pub version: i64,
+table! {
+    /// A token's id and version.
+    #[derive(Debug, Clone)]
+    pub struct TokenVersion in "oauth_tokens" {
+        pub id: String [],
+        pub version: i64 [],
+    }
 }
 
-/// The columns a write sets (`version` is the database's), as a literal for `concat!`.
-macro_rules! written_columns {
-    () => {
-        "id, tenant, provider, user_name, client_id, client_secret, \
-        refresh_token, refresh_token_hash, access_token, access_token_hash, grant_token, \
-        grant_token_hash, expiry_time, granted_lifetime_ms, redirect_url, api_domain, status, \
-        key_id, created_at, updated_at"
-    };
+/// How many ids one `id IN (…)` read takes; fewer are padded with the last one, so the database
+/// sees one statement however many are asked for.
+const IDS_PER_QUERY: usize = 50;
+
+/// The statements of `oauth_tokens`, per backend. Two-element arrays are [any tenant, one tenant]
+/// (see [`TenantFilter::pick`]).
+pub(super) struct TokenSql {
+    by_id: [Sql; 2],
+    by_ids: Sql,
+    versions_by_ids: Sql,
+    /// [any provider, one provider].
+    by_user: [Sql; 2],
+    /// Per [`HashColumn::ALL`]: [any client, one client_id].
+    by_hash: [[Sql; 2]; 3],
+    delete: [Sql; 2],
+    delete_all: [Sql; 2],
+    /// The SELECT list the dynamic `list_tokens` starts from.
+    select: String,
+    insert: Statement<TokenRow>,
+    update: Statement<TokenRow>,
+    reencrypt: Statement<TokenRow>,
 }
 
-/// The columns a write sets.
-const COLUMNS: &str = written_columns!();
+pub(super) static TOKEN_SQL: PerBackend<TokenSql> = PerBackend::new(TokenSql::build);
 
-/// The columns of a SELECT of whole rows: those written, and the version.
-const SELECT_COLUMNS: &str = concat!(written_columns!(), ", version");
-
-/// The same columns for SELECT on MySQL: its binary (case-sensitive) collations mark text
-/// columns BINARY, which sqlx will not decode as `String`; a CAST gives them a text collation.
-const MYSQL_COLUMNS: &str = "CAST(id AS CHAR) AS id, CAST(tenant AS CHAR) AS tenant, \
-    CAST(provider AS CHAR) AS provider, CAST(user_name AS CHAR) AS user_name, \
-    CAST(client_id AS CHAR) AS client_id, client_secret, refresh_token, \
-    CAST(refresh_token_hash AS CHAR) AS refresh_token_hash, access_token, \
-    CAST(access_token_hash AS CHAR) AS access_token_hash, grant_token, \
-    CAST(grant_token_hash AS CHAR) AS grant_token_hash, expiry_time, granted_lifetime_ms, \
-    CAST(redirect_url AS CHAR) AS redirect_url, CAST(api_domain AS CHAR) AS api_domain, \
-    CAST(status AS CHAR) AS status, CAST(key_id AS CHAR) AS key_id, created_at, updated_at, \
-    version";
+impl TokenSql {
+    fn build(b: Backend) -> Self {
+        let rows = select::<TokenRow>(b);
+        let sql = |text: String| Sql::new(b, &text);
+        let in_tenant = |text: &str| [sql(text.to_owned()), sql(format!("{text} AND tenant = ?"))];
+        let ids = vec!["?"; IDS_PER_QUERY].join(", ");
+        let oldest = " ORDER BY created_at, id LIMIT 1";
+        Self {
+            by_id: in_tenant(&format!("{rows} WHERE id = ?")),
+            by_ids: sql(format!("{rows} WHERE id IN ({ids})")),
+            versions_by_ids: sql(format!("{} WHERE id IN ({ids})", select::<TokenVersion>(b))),
+            by_user: [
+                sql(format!("{rows} WHERE tenant = ? AND user_name = ?{oldest}")),
+                sql(format!(
+                    "{rows} WHERE tenant = ? AND user_name = ? AND provider = ?{oldest}"
+                )),
+            ],
+            by_hash: HashColumn::ALL.map(|h| {
+                let c = h.column();
+                [
+                    sql(format!("{rows} WHERE tenant = ? AND {c} = ?{oldest}")),
+                    sql(format!(
+                        "{rows} WHERE tenant = ? AND {c} = ? AND client_id = ?{oldest}"
+                    )),
+                ]
+            }),
+            delete: in_tenant("DELETE FROM oauth_tokens WHERE id = ?"),
+            delete_all: in_tenant("DELETE FROM oauth_tokens WHERE 1 = 1"),
+            select: rows,
+            insert: Build::new(b).text("INSERT").into_values(INSERT, 1).finish(),
+            update: Build::new(b)
+                .update(UPDATE)
+                .text(", version = version + 1")
+                .where_key()
+                .finish(),
+            reencrypt: Build::new(b)
+                .update(REENCRYPT)
+                .text(", version = version + 1")
+                .where_key()
+                .text(" AND key_id = ? AND updated_at = ?")
+                .finish(),
+        }
+    }
+}
 
 /// Which tenants an operation may touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +129,11 @@ pub enum TenantFilter {
 }
 
 impl TenantFilter {
-    fn push(&self, sql: &mut String, args: &mut Vec<Arg>) {
-        if let Self::Only(t) = self {
-            sql.push_str(" AND tenant = ?");
-            args.push(Arg::from(t.as_str()));
+    /// Which of a statement's two forms to run ([any tenant, one tenant]), and its parameter.
+    fn pick<'a, T>(&'a self, forms: &'a [T; 2]) -> (&'a T, Option<Arg>) {
+        match self {
+            Self::Any => (&forms[0], None),
+            Self::Only(t) => (&forms[1], Some(Arg::from(t.as_str()))),
         }
     }
 }
@@ -93,6 +147,8 @@ pub enum HashColumn {
 }
 
 impl HashColumn {
+    const ALL: [Self; 3] = [Self::AccessToken, Self::GrantToken, Self::RefreshToken];
+
     fn column(self) -> &'static str {
         match self {
             Self::AccessToken => "access_token_hash",
@@ -115,12 +171,8 @@ pub struct ListFilter {
 }
 
 impl Store {
-    /// The column list of a SELECT of whole rows, for this backend.
-    fn columns(&self) -> &'static str {
-        match self.backend() {
-            Backend::MySql => MYSQL_COLUMNS,
-            _ => SELECT_COLUMNS,
-        }
+    fn token_sql(&self) -> &'static TokenSql {
+        TOKEN_SQL.get(self.backend())
     }
 
     pub async fn token_by_id(
@@ -128,37 +180,29 @@ impl Store {
         id: &str,
         tenants: &TenantFilter,
     ) -> Result<Option<TokenRow>, StoreError> {
-        let mut sql = format!("SELECT {} FROM oauth_tokens WHERE id = ?", self.columns());
-        let mut args = vec![Arg::from(id)];
-        tenants.push(&mut sql, &mut args);
-        self.fetch_optional(&sql, args).await
+        let (sql, tenant) = tenants.pick(&self.token_sql().by_id);
+        let args = std::iter::once(Arg::from(id)).chain(tenant).collect();
+        self.fetch_optional(sql, args).await
     }
 
     /// The tokens of `ids` that exist, in any tenant.
     pub async fn tokens_by_ids(&self, ids: &[String]) -> Result<Vec<TokenRow>, StoreError> {
-        self.rows_by_ids(self.columns(), ids).await
+        self.rows_by_ids(&self.token_sql().by_ids, ids).await
     }
 
     /// The `version` of each token of `ids` that exists, in any tenant: what a cached copy is
     /// checked against.
     pub async fn token_versions(&self, ids: &[String]) -> Result<Vec<TokenVersion>, StoreError> {
-        let columns = match self.backend() {
-            Backend::MySql => "CAST(id AS CHAR) AS id, version",
-            _ => "id, version",
-        };
-        self.rows_by_ids(columns, ids).await
+        self.rows_by_ids(&self.token_sql().versions_by_ids, ids)
+            .await
     }
 
-    /// `columns` of the rows of `ids`. Queries take a fixed number of ids (the last one
-    /// repeated), so the database sees one statement however many are asked for.
+    /// The rows of `ids` that `sql` (an `id IN` of [`IDS_PER_QUERY`]) reads, a chunk at a time.
     async fn rows_by_ids<T: AnyRow>(
         &self,
-        columns: &str,
+        sql: &Sql,
         ids: &[String],
     ) -> Result<Vec<T>, StoreError> {
-        const IDS_PER_QUERY: usize = 50;
-        let placeholders = vec!["?"; IDS_PER_QUERY].join(", ");
-        let sql = format!("SELECT {columns} FROM oauth_tokens WHERE id IN ({placeholders})");
         let mut rows = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(IDS_PER_QUERY) {
             let last = chunk.last().expect("chunks are never empty");
@@ -168,7 +212,7 @@ impl Store {
                 .take(IDS_PER_QUERY)
                 .map(|id| Arg::from(id.as_str()))
                 .collect();
-            rows.extend(self.fetch_all::<T>(&sql, args).await?);
+            rows.extend(self.fetch_all::<T>(sql, args).await?);
         }
         Ok(rows)
     }
@@ -180,17 +224,10 @@ impl Store {
         user_name: &str,
         provider: Option<&str>,
     ) -> Result<Option<TokenRow>, StoreError> {
-        let mut sql = format!(
-            "SELECT {} FROM oauth_tokens WHERE tenant = ? AND user_name = ?",
-            self.columns()
-        );
+        let sql = &self.token_sql().by_user[usize::from(provider.is_some())];
         let mut args = vec![Arg::from(tenant), Arg::from(user_name)];
-        if let Some(p) = provider {
-            sql.push_str(" AND provider = ?");
-            args.push(Arg::from(p));
-        }
-        sql.push_str(" ORDER BY created_at, id LIMIT 1");
-        self.fetch_optional(&sql, args).await
+        args.extend(provider.map(Arg::from));
+        self.fetch_optional(sql, args).await
     }
 
     /// The oldest token in `tenant` whose `column` hash is `hash` (and client_id, when given).
@@ -201,40 +238,26 @@ impl Store {
         hash: &str,
         client_id: Option<&str>,
     ) -> Result<Option<TokenRow>, StoreError> {
-        let mut sql = format!(
-            "SELECT {} FROM oauth_tokens WHERE tenant = ? AND {} = ?",
-            self.columns(),
-            column.column()
-        );
+        let sql = &self.token_sql().by_hash[column as usize][usize::from(client_id.is_some())];
         let mut args = vec![Arg::from(tenant), Arg::from(hash)];
-        if let Some(c) = client_id {
-            sql.push_str(" AND client_id = ?");
-            args.push(Arg::from(c));
-        }
-        sql.push_str(" ORDER BY created_at, id LIMIT 1");
-        self.fetch_optional(&sql, args).await
+        args.extend(client_id.map(Arg::from));
+        self.fetch_optional(sql, args).await
     }
 
     /// Inserts a new row; [`StoreError::Conflict`] if its id or (tenant, provider, user) is taken.
-    pub async fn insert_token(&self, row: TokenRow) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO oauth_tokens ({COLUMNS}, version) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        );
-        let mut args = row_args(row, true);
+    pub async fn insert_token(&self, mut row: TokenRow) -> Result<(), StoreError> {
         // Random, far from overflowing: a re-created token does not repeat its old numbers.
-        args.push(Arg::from(rand::random::<i64>() >> 2));
-        self.execute(&sql, args).await.map(|_| ())
+        row.version = rand::random::<i64>() >> 2;
+        let insert = &self.token_sql().insert;
+        self.execute(insert.sql(), insert.args(row, []))
+            .await
+            .map(|_| ())
     }
 
     /// Overwrites every stored field of the row with this id. Returns false if it is gone.
     pub async fn update_token(&self, row: TokenRow) -> Result<bool, StoreError> {
-        let sql = "UPDATE oauth_tokens SET tenant = ?, provider = ?, user_name = ?, \
-             client_id = ?, client_secret = ?, refresh_token = ?, refresh_token_hash = ?, \
-             access_token = ?, access_token_hash = ?, grant_token = ?, grant_token_hash = ?, \
-             expiry_time = ?, granted_lifetime_ms = ?, redirect_url = ?, api_domain = ?, \
-             status = ?, key_id = ?, updated_at = ?, version = version + 1 WHERE id = ?";
-        Ok(self.execute(sql, row_args(row, false)).await? > 0)
+        let update = &self.token_sql().update;
+        Ok(self.execute(update.sql(), update.args(row, [])).await? > 0)
     }
 
     /// Replaces a row's ciphertexts and key id, unless the row changed since it was read
@@ -245,34 +268,20 @@ impl Store {
         read_key_id: &str,
         read_updated_at: i64,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE oauth_tokens SET client_secret = ?, refresh_token = ?, \
-             access_token = ?, grant_token = ?, key_id = ?, version = version + 1 \
-             WHERE id = ? AND key_id = ? AND updated_at = ?";
-        let args = vec![
-            Arg::from(row.client_secret),
-            Arg::from(row.refresh_token),
-            Arg::from(row.access_token),
-            Arg::from(row.grant_token),
-            Arg::from(row.key_id),
-            Arg::from(row.id),
-            Arg::from(read_key_id),
-            Arg::from(read_updated_at),
-        ];
-        Ok(self.execute(sql, args).await? == 1)
+        let reencrypt = &self.token_sql().reencrypt;
+        let args = reencrypt.args(row, [read_key_id.into(), read_updated_at.into()]);
+        Ok(self.execute(reencrypt.sql(), args).await? == 1)
     }
 
     pub async fn delete_token(&self, id: &str, tenants: &TenantFilter) -> Result<bool, StoreError> {
-        let mut sql = "DELETE FROM oauth_tokens WHERE id = ?".to_owned();
-        let mut args = vec![Arg::from(id)];
-        tenants.push(&mut sql, &mut args);
-        Ok(self.execute(&sql, args).await? > 0)
+        let (sql, tenant) = tenants.pick(&self.token_sql().delete);
+        let args = std::iter::once(Arg::from(id)).chain(tenant).collect();
+        Ok(self.execute(sql, args).await? > 0)
     }
 
     pub async fn delete_all_tokens(&self, tenants: &TenantFilter) -> Result<u64, StoreError> {
-        let mut sql = "DELETE FROM oauth_tokens WHERE 1 = 1".to_owned();
-        let mut args = Vec::new();
-        tenants.push(&mut sql, &mut args);
-        self.execute(&sql, args).await
+        let (sql, tenant) = tenants.pick(&self.token_sql().delete_all);
+        self.execute(sql, tenant.into_iter().collect()).await
     }
 
     /// A page of tokens in id order.
@@ -281,61 +290,100 @@ impl Store {
         tenants: &TenantFilter,
         filter: &ListFilter,
     ) -> Result<Vec<TokenRow>, StoreError> {
-        let mut sql = format!("SELECT {} FROM oauth_tokens WHERE 1 = 1", self.columns());
-        let mut args = Vec::new();
-        tenants.push(&mut sql, &mut args);
-        for (column, value) in [
-            ("tenant", &filter.tenant),
-            ("user_name", &filter.user_name),
-            ("provider", &filter.provider),
-            ("status", &filter.status),
-        ] {
-            if let Some(v) = value {
-                sql.push_str(&format!(" AND {column} = ?"));
-                args.push(Arg::from(v.as_str()));
+        let select = self.token_sql().select.as_str();
+        let rows = with_pool!(self, p => {
+            let mut q = QueryBuilder::new(select);
+            q.push(" WHERE 1 = 1");
+            if let TenantFilter::Only(t) = tenants {
+                q.push(" AND tenant = ").push_bind(t.as_str());
             }
-        }
-        if let Some(after) = &filter.after {
-            sql.push_str(" AND id > ?");
-            args.push(Arg::from(after.as_str()));
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        args.push(Arg::from(i64::from(filter.limit)));
-        self.fetch_all(&sql, args).await
+            for (column, value) in [
+                ("tenant", &filter.tenant),
+                ("user_name", &filter.user_name),
+                ("provider", &filter.provider),
+                ("status", &filter.status),
+            ] {
+                if let Some(v) = value {
+                    q.push(format_args!(" AND {column} = ")).push_bind(v.as_str());
+                }
+            }
+            if let Some(after) = &filter.after {
+                q.push(" AND id > ").push_bind(after.as_str());
+            }
+            q.push(" ORDER BY id LIMIT ").push_bind(i64::from(filter.limit));
+            q.build_query_as::<TokenRow>().fetch_all(p).await?
+        });
+        Ok(rows)
     }
 }
 
-/// Arguments in `COLUMNS` order (insert) or in the UPDATE's SET order with the id last.
-fn row_args(row: TokenRow, insert: bool) -> Vec<Arg> {
-    let mut args = Vec::with_capacity(19);
-    if insert {
-        args.push(Arg::from(row.id.clone()));
+#[cfg(test)]
+mod tests {
+    use super::super::columns::tests::{check, check_select, placeholders, written, BACKENDS};
+    use super::super::columns::Table;
+    use super::*;
+
+    #[test]
+    fn selects_name_every_column_once() {
+        check_select::<TokenRow>();
+        check_select::<TokenVersion>();
     }
-    args.extend([
-        Arg::from(row.tenant),
-        Arg::from(row.provider),
-        Arg::from(row.user_name),
-        Arg::from(row.client_id),
-        Arg::from(row.client_secret),
-        Arg::from(row.refresh_token),
-        Arg::from(row.refresh_token_hash),
-        Arg::from(row.access_token),
-        Arg::from(row.access_token_hash),
-        Arg::from(row.grant_token),
-        Arg::from(row.grant_token_hash),
-        Arg::from(row.expiry_time),
-        Arg::from(row.granted_lifetime_ms),
-        Arg::from(row.redirect_url),
-        Arg::from(row.api_domain),
-        Arg::from(row.status),
-        Arg::from(row.key_id),
-    ]);
-    if insert {
-        args.push(Arg::from(row.created_at));
+
+    #[test]
+    fn writes_bind_what_they_name() {
+        for b in BACKENDS {
+            let s = TokenSql::build(b);
+            check(b, &s.insert, 0);
+            check(b, &s.update, 0);
+            check(b, &s.reencrypt, 2);
+            let counts = [
+                (&s.by_id[0], 1),
+                (&s.by_id[1], 2),
+                (&s.by_ids, IDS_PER_QUERY),
+                (&s.versions_by_ids, IDS_PER_QUERY),
+                (&s.by_user[0], 2),
+                (&s.by_user[1], 3),
+                (&s.delete[0], 1),
+                (&s.delete[1], 2),
+                (&s.delete_all[0], 0),
+                (&s.delete_all[1], 1),
+            ];
+            for (sql, n) in counts {
+                assert_eq!(placeholders(b, sql.as_str()), n, "{}", sql.as_str());
+            }
+            for (i, forms) in s.by_hash.iter().enumerate() {
+                // `token_by_hash` indexes by the enum's discriminant.
+                assert_eq!(HashColumn::ALL[i] as usize, i);
+                assert!(forms[0].as_str().contains(HashColumn::ALL[i].column()));
+                assert_eq!(placeholders(b, forms[0].as_str()), 2);
+                assert_eq!(placeholders(b, forms[1].as_str()), 3);
+            }
+        }
     }
-    args.push(Arg::from(row.updated_at));
-    if !insert {
-        args.push(Arg::from(row.id));
+
+    #[test]
+    fn statements_read_as_before() {
+        let s = TokenSql::build(Backend::Sqlite);
+        assert_eq!(
+            s.update.sql().as_str(),
+            "UPDATE oauth_tokens SET tenant = ?, provider = ?, user_name = ?, client_id = ?, \
+             client_secret = ?, refresh_token = ?, refresh_token_hash = ?, access_token = ?, \
+             access_token_hash = ?, grant_token = ?, grant_token_hash = ?, expiry_time = ?, \
+             granted_lifetime_ms = ?, redirect_url = ?, api_domain = ?, status = ?, key_id = ?, \
+             updated_at = ?, version = version + 1 WHERE id = ?"
+        );
+        assert_eq!(
+            written::<TokenRow>(INSERT).len(),
+            TokenRow::COLUMNS.len(),
+            "an insert writes every column of the row"
+        );
+        let pg = TokenSql::build(Backend::Postgres);
+        assert!(pg.by_id[1]
+            .as_str()
+            .ends_with("FROM oauth_tokens WHERE id = $1 AND tenant = $2"));
+        let my = TokenSql::build(Backend::MySql);
+        assert!(my.versions_by_ids.as_str().starts_with(
+            "SELECT CAST(id AS CHAR) AS id, version FROM oauth_tokens WHERE id IN (?, ?"
+        ));
     }
-    args
 }
