@@ -3,7 +3,7 @@
 use sqlx::QueryBuilder;
 
 use super::columns::{select, table, Build, Statement, INSERT};
-use super::sql::{PerBackend, Sql};
+use super::sql::PerBackend;
 use super::{with_pool, Backend, Store, StoreError};
 
 table! {
@@ -45,31 +45,22 @@ pub struct AuditFilter {
 /// (and sqlx's statement cache) sees at most three distinct statements.
 const BATCH_SIZES: [usize; 3] = [50, 10, 1];
 
-/// The statements of `audit_events` (and the status count of the metrics), per backend.
+/// The statements of `audit_events`, per backend.
 struct AuditSql {
     /// One INSERT per entry of [`BATCH_SIZES`].
     inserts: [Statement<AuditRow>; 3],
     /// The SELECT list the dynamic `list_audit` starts from.
     select: String,
-    count_by_status: Sql,
 }
 
 static AUDIT_SQL: PerBackend<AuditSql> = PerBackend::new(AuditSql::build);
 
 impl AuditSql {
     fn build(b: Backend) -> Self {
-        let status = match b {
-            Backend::MySql => "CAST(status AS CHAR) AS status",
-            _ => "status",
-        };
         Self {
             inserts: BATCH_SIZES
                 .map(|n| Build::new(b).text("INSERT").into_values(INSERT, n).finish()),
             select: select::<AuditRow>(b),
-            count_by_status: Sql::new(
-                b,
-                &format!("SELECT {status}, COUNT(*) AS n FROM oauth_tokens GROUP BY status"),
-            ),
         }
     }
 }
@@ -120,18 +111,6 @@ impl Store {
         });
         Ok(rows)
     }
-
-    /// How many tokens there are per status (for the metrics gauge).
-    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        #[derive(sqlx::FromRow)]
-        struct Count {
-            status: String,
-            n: i64,
-        }
-        let sql = &AUDIT_SQL.get(self.backend()).count_by_status;
-        let rows: Vec<Count> = self.fetch_all(sql, Vec::new()).await?;
-        Ok(rows.into_iter().map(|c| (c.status, c.n)).collect())
-    }
 }
 
 #[cfg(test)]
@@ -150,7 +129,6 @@ mod tests {
                 let sql = insert.sql().as_str();
                 assert_eq!(placeholders(b, sql), n * AuditRow::COLUMNS.len(), "{sql}");
             }
-            assert_eq!(placeholders(b, s.count_by_status.as_str()), 0);
         }
     }
 }

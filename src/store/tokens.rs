@@ -55,7 +55,7 @@ const IDS_PER_QUERY: usize = 50;
 
 /// The statements of `oauth_tokens`, per backend. Two-element arrays are [any tenant, one tenant]
 /// (see [`TenantFilter::pick`]).
-pub(super) struct TokenSql {
+struct TokenSql {
     by_id: [Sql; 2],
     by_ids: Sql,
     versions_by_ids: Sql,
@@ -67,12 +67,14 @@ pub(super) struct TokenSql {
     delete_all: [Sql; 2],
     /// The SELECT list the dynamic `list_tokens` starts from.
     select: String,
+    /// Tokens per status, for the metrics gauge.
+    count_by_status: Sql,
     insert: Statement<TokenRow>,
     update: Statement<TokenRow>,
     reencrypt: Statement<TokenRow>,
 }
 
-pub(super) static TOKEN_SQL: PerBackend<TokenSql> = PerBackend::new(TokenSql::build);
+static TOKEN_SQL: PerBackend<TokenSql> = PerBackend::new(TokenSql::build);
 
 impl TokenSql {
     fn build(b: Backend) -> Self {
@@ -103,6 +105,13 @@ impl TokenSql {
             delete: in_tenant("DELETE FROM oauth_tokens WHERE id = ?"),
             delete_all: in_tenant("DELETE FROM oauth_tokens WHERE 1 = 1"),
             select: rows,
+            count_by_status: sql(format!(
+                "SELECT {}, COUNT(*) AS n FROM oauth_tokens GROUP BY status",
+                match b {
+                    Backend::MySql => "CAST(status AS CHAR) AS status",
+                    _ => "status",
+                }
+            )),
             insert: Build::new(b).text("INSERT").into_values(INSERT, 1).finish(),
             update: Build::new(b)
                 .update(UPDATE)
@@ -315,6 +324,19 @@ impl Store {
         });
         Ok(rows)
     }
+
+    /// How many tokens there are per status (for the metrics gauge).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Count {
+            status: String,
+            n: i64,
+        }
+        let rows: Vec<Count> = self
+            .fetch_all(&self.token_sql().count_by_status, Vec::new())
+            .await?;
+        Ok(rows.into_iter().map(|c| (c.status, c.n)).collect())
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +369,7 @@ mod tests {
                 (&s.delete[1], 2),
                 (&s.delete_all[0], 0),
                 (&s.delete_all[1], 1),
+                (&s.count_by_status, 0),
             ];
             for (sql, n) in counts {
                 assert_eq!(placeholders(b, sql.as_str()), n, "{}", sql.as_str());
