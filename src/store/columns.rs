@@ -76,7 +76,7 @@ pub(crate) trait Table: Sized {
 
 /// Declares a row struct (decoded with `sqlx::FromRow`) and its column table together:
 ///
-/// ```ignore
+/// ```text
 /// table! {
 ///     /// One pending thing.
 ///     #[derive(Clone)]
