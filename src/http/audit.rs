@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::extract::ApiQuery;
-use super::AppState;
+use super::state::AppState;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
 use crate::domain::{InvalidField, TenantName, TokenId};

@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::{InvalidField, TokenId};
 use crate::error::Error;

@@ -7,6 +7,7 @@ mod health;
 mod metrics;
 pub mod oauth;
 mod observe;
+mod state;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -32,36 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::error::error_response;
-use crate::audit::AuditLog;
-use crate::auth::Verifier;
-use crate::oauth::OAuthService;
-use crate::tokens::TokenService;
-
-/// What every handler can reach. One `Arc`: axum clones the state for every request.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-/// The services behind [`AppState`].
-pub struct Services {
-    pub tokens: TokenService,
-    pub oauth: OAuthService,
-    pub verifier: Arc<Verifier>,
-    pub audit: AuditLog,
-}
-
-impl AppState {
-    pub fn new(services: Services) -> Self {
-        Self(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+pub use self::state::{AppState, Services};
 
 /// Limits of the HTTP stack.
 #[derive(Debug, Clone)]

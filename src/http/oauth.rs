@@ -9,8 +9,8 @@ use url::Url;
 
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, TokenIdPath};
+use super::state::AppState;
 use super::tokens::{view, TokenView};
-use super::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, UserName};

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::ErrorCode;
-use super::AppState;
+use super::state::AppState;
 use crate::audit;
 use crate::store::AuditRow;
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, TokenIdPath};
-use super::AppState;
+use super::state::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
