@@ -12,7 +12,7 @@ use super::state::AppState;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
 use crate::domain::{InvalidField, TenantName, TokenId};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::store::{AuditFilter, AuditRow};
 use crate::tokens::Tenancy;
 
@@ -110,7 +110,7 @@ pub async fn list(
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|id| TokenId::parse(id.clone()).is_ok())
                 .ok_or_else(|| {
-                    Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued")
+                    Error::bad_request(ErrorCode::InvalidCursor, ErrorCode::InvalidCursor.text())
                 })
         })
         .transpose()?;

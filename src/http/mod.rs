@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use axum::Router;
@@ -32,8 +32,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::error::error_response;
+use self::error::{code_response, error_response};
 pub use self::state::{AppState, Services};
+use crate::error::ErrorCode;
 
 /// Limits of the HTTP stack.
 #[derive(Debug, Clone)]
@@ -120,7 +121,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         state.clone(),
         observe::observe,
     ))
-    .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    .fallback(|| async { code_response(ErrorCode::NotFound, "no such endpoint") })
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
     .layer(middleware::from_fn(json_errors))
@@ -155,11 +156,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             .layer(CatchPanicLayer::custom(|_| {
                 // The panic payload may hold anything; it is not logged or sent.
                 tracing::error!("a request handler panicked");
-                error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the broker's log for details",
-                )
+                ErrorCode::Internal.into_response()
             }))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
@@ -189,27 +186,16 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || has_body_type {
         return response;
     }
-    let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        ),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "the request body is larger than the broker accepts",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ),
-        s if s.is_server_error() => (
-            "internal",
-            "internal error; see the broker's log for details",
-        ),
-        _ => ("bad_request", "the request could not be handled"),
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
     };
-    let mut fresh = error_response(status, code, message);
+    // The status stays the framework's: a bare 503 is `internal`, a bare 404 `bad_request`.
+    let mut fresh = error_response(status, code, code.text());
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             fresh.headers_mut().insert(name.clone(), value.clone());

@@ -14,7 +14,7 @@ use super::tokens::{view, TokenView};
 use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, UserName};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::oauth::{AuthorizeRequest, CallbackParams, ExchangeRequest};
 
 /// What a caller gets from the access-token and refresh endpoints.
@@ -296,30 +296,33 @@ pub async fn callback(
                 ),
             )
         }
-        Err(e) => {
-            let (status, message) = match &e {
-                Error::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, message.clone()),
-                Error::ProviderUnavailable { .. } => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The provider is unavailable right now; start the login again in a moment."
-                        .into(),
-                ),
-                Error::Provider(m) => (StatusCode::BAD_GATEWAY, m.clone()),
-                other => {
-                    tracing::error!(error = %other, "browser login failed");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Something went wrong; see the broker's log.".into(),
-                    )
-                }
-            };
-            let mut response = page(status, "Login failed", &escape(&message));
-            response
-                .extensions_mut()
-                .insert(super::error::ErrorCode("login_failed"));
-            response
-        }
+        Err(e) => login_failed(&e),
     }
+}
+
+/// The page of a failed browser login: the status of the cause's code when a person can act on
+/// it (a bad or used link, the provider down or refusing), 500 otherwise; `login_failed` in the
+/// audit trail whatever the cause.
+fn login_failed(e: &Error) -> Response {
+    let code = e.code();
+    let (status, message) = match e {
+        Error::BadRequest { message, .. } => (code.status(), message.clone()),
+        Error::ProviderUnavailable { .. } => (
+            code.status(),
+            "The provider is unavailable right now; start the login again in a moment.".into(),
+        ),
+        Error::Provider(m) => (code.status(), m.clone()),
+        other => {
+            tracing::error!(error = %other, "browser login failed");
+            (
+                ErrorCode::Internal.status(),
+                "Something went wrong; see the broker's log.".into(),
+            )
+        }
+    };
+    let mut response = page(status, "Login failed", &escape(&message));
+    response.extensions_mut().insert(ErrorCode::LoginFailed);
+    response
 }
 
 /// A 302 Found to `location` (the contract's status for both login redirects).

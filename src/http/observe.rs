@@ -8,9 +8,9 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::error::ErrorCode;
 use super::state::AppState;
 use crate::audit;
+use crate::error::ErrorCode;
 use crate::store::AuditRow;
 
 /// The audit action of a route, or `None` when the route is not audited.
@@ -58,7 +58,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     crate::metrics::record_request(&method, route, status.as_u16(), started.elapsed());
 
     let outcome = match response.extensions().get::<ErrorCode>() {
-        Some(ErrorCode(code)) => *code,
+        Some(code) => code.as_str(),
         None if status.is_client_error() || status.is_server_error() => "error",
         None => "ok",
     };

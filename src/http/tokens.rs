@@ -17,7 +17,7 @@ use crate::domain::{
     parse_text, InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId,
     TokenStatus, UserName,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::tokens::{ListQuery, Saved};
 
 /// A token as callers see it. Without `tokens:secrets`, client_secret, refresh_token and
@@ -336,8 +336,8 @@ pub async fn delete_all(
     caller.require(Scope::Admin)?;
     if params.confirm.as_deref() != Some("all") {
         return Err(Error::bad_request(
-            "confirmation_required",
-            "deleting every token needs ?confirm=all",
+            ErrorCode::ConfirmationRequired,
+            ErrorCode::ConfirmationRequired.text(),
         ));
     }
     let deleted = state.tokens.delete_all(&caller.tenancy).await?;
