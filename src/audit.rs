@@ -24,8 +24,46 @@ const QUEUE: usize = 10_000;
 /// Largest batch written at once.
 const BATCH: usize = 200;
 
+/// What an audited call did: the `action` of its event. Each route declares its own where it
+/// is registered (`http::routes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    ListTokens,
+    SaveToken,
+    DeleteTokens,
+    FindToken,
+    GetToken,
+    DeleteToken,
+    GetAccessToken,
+    Refresh,
+    Revoke,
+    Exchange,
+    Authorize,
+    LoginCallback,
+}
+
+impl Action {
+    /// The name stored in the trail and given to `GET /v1/audit?action=`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ListTokens => "list_tokens",
+            Self::SaveToken => "save_token",
+            Self::DeleteTokens => "delete_tokens",
+            Self::FindToken => "find_token",
+            Self::GetToken => "get_token",
+            Self::DeleteToken => "delete_token",
+            Self::GetAccessToken => "get_access_token",
+            Self::Refresh => "refresh",
+            Self::Revoke => "revoke",
+            Self::Exchange => "exchange",
+            Self::Authorize => "authorize",
+            Self::LoginCallback => "login_callback",
+        }
+    }
+}
+
 fn is_foldable(row: &AuditRow) -> bool {
-    row.action == "get_access_token" && row.outcome == "ok"
+    row.action == Action::GetAccessToken.as_str() && row.outcome == "ok"
 }
 
 /// What a request did, filled in while it runs (see [`note_caller`], [`note_token`]).

@@ -1,4 +1,5 @@
-//! The HTTP surface: routes, shared state and the tower-http stack around them.
+//! The HTTP surface: the tower-http stack around the routes of `routes`, and the answers of the
+//! framework and layers given the same JSON error body as every handler's.
 
 mod audit;
 pub mod error;
@@ -7,6 +8,7 @@ mod health;
 mod metrics;
 pub mod oauth;
 mod observe;
+mod routes;
 mod state;
 pub mod tokens;
 
@@ -28,11 +30,9 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use self::error::{code_response, error_response};
+use self::observe::Observer;
 pub use self::state::{AppState, Services};
 use crate::error::ErrorCode;
 
@@ -45,70 +45,19 @@ pub struct HttpLimits {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole router, as `serve` runs it and tests drive it.
-/// The documented routes: each is registered from its `#[utoipa::path]`, so the OpenAPI document
-/// and the router cannot disagree.
-fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(tokens::list, tokens::save, tokens::delete_all))
-        .routes(routes!(tokens::find))
-        .routes(routes!(tokens::get, tokens::delete))
-        .routes(routes!(oauth::access_token))
-        .routes(routes!(oauth::refresh))
-        .routes(routes!(oauth::revoke))
-        .routes(routes!(oauth::exchange))
-        .routes(routes!(oauth::authorize))
-        .routes(routes!(oauth::callback))
-        .routes(routes!(audit::list))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(metrics::render))
-        .split_for_parts()
-}
-
 /// The OpenAPI 3 document of this service, generated from the code.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
-}
-
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "token-broker",
-        description = "Holds OAuth credentials and hands out valid access tokens. The six Zoho SDK TokenStore operations, plus refresh, exchange, login and revoke."
-    ),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "tokens", description = "The TokenStore operations"),
-        (name = "access", description = "Valid access tokens, refresh, revoke"),
-        (name = "oauth", description = "Code exchange and the browser login"),
-        (name = "operations", description = "Health, metrics, audit"),
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
+    routes::api().1
 }
 
 /// The whole router, as `serve` runs it and tests drive it.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    let (api, doc) = api();
+    let (api, doc, table) = routes::api();
     let doc = Arc::new(doc);
+    let observer = Observer {
+        app: state.clone(),
+        routes: Arc::new(table),
+    };
     api.route(
         "/openapi.json",
         get(move || {
@@ -117,10 +66,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         }),
     )
     .route("/docs", get(docs_page))
-    .route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        observe::observe,
-    ))
+    .route_layer(middleware::from_fn_with_state(observer, observe::observe))
     .fallback(|| async { code_response(ErrorCode::NotFound, "no such endpoint") })
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
