@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -24,8 +25,46 @@ const QUEUE: usize = 10_000;
 /// Largest batch written at once.
 const BATCH: usize = 200;
 
+/// What an audited call did: the `action` of its event. Each route declares its own where it
+/// is registered (`http::routes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    ListTokens,
+    SaveToken,
+    DeleteTokens,
+    FindToken,
+    GetToken,
+    DeleteToken,
+    GetAccessToken,
+    Refresh,
+    Revoke,
+    Exchange,
+    Authorize,
+    LoginCallback,
+}
+
+impl Action {
+    /// The name stored in the trail and given to `GET /v1/audit?action=`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ListTokens => "list_tokens",
+            Self::SaveToken => "save_token",
+            Self::DeleteTokens => "delete_tokens",
+            Self::FindToken => "find_token",
+            Self::GetToken => "get_token",
+            Self::DeleteToken => "delete_token",
+            Self::GetAccessToken => "get_access_token",
+            Self::Refresh => "refresh",
+            Self::Revoke => "revoke",
+            Self::Exchange => "exchange",
+            Self::Authorize => "authorize",
+            Self::LoginCallback => "login_callback",
+        }
+    }
+}
+
 fn is_foldable(row: &AuditRow) -> bool {
-    row.action == "get_access_token" && row.outcome == "ok"
+    row.action == Action::GetAccessToken.as_str() && row.outcome == "ok"
 }
 
 /// What a request did, filled in while it runs (see [`note_caller`], [`note_token`]).
@@ -264,26 +303,33 @@ async fn database_writer(store: Store, mut rx: mpsc::Receiver<Work>) {
     }
 }
 
-/// Writes a batch, retrying while the database is unavailable (events stay queued meanwhile).
+/// How long the writer keeps trying one batch while the database is unavailable (events stay
+/// queued meanwhile): 20 attempts, backing off from 250 ms to 2 s, about half a minute in all.
+fn write_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(19)
+}
+
+/// Writes a batch, retrying while the database is unavailable; a batch that still fails is
+/// dropped (with an error in the log) so the trail cannot stop the writer for good.
 async fn write(store: &Store, batch: &mut Vec<AuditRow>) {
     if batch.is_empty() {
         return;
     }
-    for attempt in 0..20u64 {
-        match store.insert_audit(batch).await {
-            Ok(()) => {
-                batch.clear();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, events = batch.len(), attempt, "could not write audit events; retrying");
-                tokio::time::sleep(Duration::from_millis(250 * (attempt + 1).min(8))).await;
-            }
-        }
+    let rows: &[AuditRow] = batch;
+    let written = (|| store.insert_audit(rows))
+        .retry(write_backoff())
+        .notify(|e, after| {
+            tracing::warn!(error = %e, events = rows.len(), retry_in_ms = after.as_millis() as u64, "could not write audit events; retrying");
+        })
+        .await;
+    if written.is_err() {
+        tracing::error!(
+            events = batch.len(),
+            "audit events could not be written and were dropped"
+        );
     }
-    tracing::error!(
-        events = batch.len(),
-        "audit events could not be written and were dropped"
-    );
     batch.clear();
 }

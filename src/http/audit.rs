@@ -6,13 +6,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::error::ErrorBody;
 use super::extract::ApiQuery;
-use super::AppState;
+use super::state::AppState;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
 use crate::domain::{InvalidField, TenantName, TokenId};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::store::{AuditFilter, AuditRow};
 use crate::tokens::Tenancy;
 
@@ -79,7 +78,7 @@ const MAX_LIMIT: u32 = 1000;
 
 /// The audit trail, newest first.
 #[utoipa::path(get, path = "/v1/audit", tag = "operations", params(AuditParams),
-    responses((status = 200, description = "A page of audit events", body = AuditPage), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+    responses((status = 200, description = "A page of audit events", body = AuditPage)),
     security(("bearer" = ["tokens:admin"])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -110,7 +109,7 @@ pub async fn list(
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|id| TokenId::parse(id.clone()).is_ok())
                 .ok_or_else(|| {
-                    Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued")
+                    Error::bad_request(ErrorCode::InvalidCursor, ErrorCode::InvalidCursor.text())
                 })
         })
         .transpose()?;

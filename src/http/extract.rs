@@ -6,10 +6,10 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::{InvalidField, TokenId};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
@@ -58,14 +58,14 @@ where
             .is_some_and(is_json_media_type);
         if !is_json {
             return Err(Error::UnsupportedMediaType(
-                "send the body as Content-Type: application/json".into(),
+                ErrorCode::UnsupportedMediaType.text().into(),
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge("the request body is larger than the broker accepts".into())
+                Error::PayloadTooLarge(ErrorCode::PayloadTooLarge.text().into())
             } else {
-                Error::bad_request("unreadable_body", "the request body could not be read")
+                Error::bad_request(ErrorCode::UnreadableBody, ErrorCode::UnreadableBody.text())
             }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
@@ -89,9 +89,10 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
             InvalidField::new(field, message).into()
         }
         _ => Error::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!(
-                "the body is not valid JSON (line {}, column {})",
+                "{} (line {}, column {})",
+                ErrorCode::MalformedJson.text(),
                 inner.line(),
                 inner.column()
             ),
@@ -160,7 +161,7 @@ where
                 let detail = text
                     .strip_prefix("Failed to deserialize query string: ")
                     .unwrap_or(&text);
-                Error::bad_request("invalid_query", format!("query string: {detail}"))
+                Error::bad_request(ErrorCode::InvalidQuery, format!("query string: {detail}"))
             })
     }
 }
@@ -174,9 +175,9 @@ impl<S: Send + Sync> FromRequestParts<S> for TokenIdPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| Error::bad_request("invalid_id", "id: missing from the path"))?;
-        let id =
-            TokenId::parse(raw).map_err(|e| Error::bad_request("invalid_id", e.to_string()))?;
+            .map_err(|_| Error::bad_request(ErrorCode::InvalidId, "id: missing from the path"))?;
+        let id = TokenId::parse(raw)
+            .map_err(|e| Error::bad_request(ErrorCode::InvalidId, e.to_string()))?;
         crate::audit::note_token(id.as_str());
         Ok(Self(id))
     }

@@ -1,12 +1,12 @@
 //! `/healthz` (the process answers) and `/readyz` (the database answers). No JWT, no token data.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::error::error_response;
-use super::AppState;
+use super::error::code_response;
+use super::state::AppState;
+use crate::error::ErrorCode;
 
 /// The process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "{\"status\": \"ok\"}")))]
@@ -22,9 +22,8 @@ pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
+            code_response(
+                ErrorCode::DatabaseUnavailable,
                 "the database does not answer",
             )
         }

@@ -1,4 +1,5 @@
-//! The HTTP surface: routes, shared state and the tower-http stack around them.
+//! The HTTP surface: the tower-http stack around the routes of `routes`, and the answers of the
+//! framework and layers given the same JSON error body as every handler's.
 
 mod audit;
 pub mod error;
@@ -7,6 +8,8 @@ mod health;
 mod metrics;
 pub mod oauth;
 mod observe;
+mod routes;
+mod state;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use axum::Router;
@@ -27,41 +30,11 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use self::error::error_response;
-use crate::audit::AuditLog;
-use crate::auth::Verifier;
-use crate::oauth::OAuthService;
-use crate::tokens::TokenService;
-
-/// What every handler can reach. One `Arc`: axum clones the state for every request.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-/// The services behind [`AppState`].
-pub struct Services {
-    pub tokens: TokenService,
-    pub oauth: OAuthService,
-    pub verifier: Arc<Verifier>,
-    pub audit: AuditLog,
-}
-
-impl AppState {
-    pub fn new(services: Services) -> Self {
-        Self(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+use self::error::{code_response, error_response};
+use self::observe::Observer;
+pub use self::state::{AppState, Services};
+use crate::error::ErrorCode;
 
 /// Limits of the HTTP stack.
 #[derive(Debug, Clone)]
@@ -72,70 +45,19 @@ pub struct HttpLimits {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole router, as `serve` runs it and tests drive it.
-/// The documented routes: each is registered from its `#[utoipa::path]`, so the OpenAPI document
-/// and the router cannot disagree.
-fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(tokens::list, tokens::save, tokens::delete_all))
-        .routes(routes!(tokens::find))
-        .routes(routes!(tokens::get, tokens::delete))
-        .routes(routes!(oauth::access_token))
-        .routes(routes!(oauth::refresh))
-        .routes(routes!(oauth::revoke))
-        .routes(routes!(oauth::exchange))
-        .routes(routes!(oauth::authorize))
-        .routes(routes!(oauth::callback))
-        .routes(routes!(audit::list))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(metrics::render))
-        .split_for_parts()
-}
-
 /// The OpenAPI 3 document of this service, generated from the code.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
-}
-
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "token-broker",
-        description = "Holds OAuth credentials and hands out valid access tokens. The six Zoho SDK TokenStore operations, plus refresh, exchange, login and revoke."
-    ),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "tokens", description = "The TokenStore operations"),
-        (name = "access", description = "Valid access tokens, refresh, revoke"),
-        (name = "oauth", description = "Code exchange and the browser login"),
-        (name = "operations", description = "Health, metrics, audit"),
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
+    routes::api().1
 }
 
 /// The whole router, as `serve` runs it and tests drive it.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    let (api, doc) = api();
+    let (api, doc, table) = routes::api();
     let doc = Arc::new(doc);
+    let observer = Observer {
+        app: state.clone(),
+        routes: Arc::new(table),
+    };
     api.route(
         "/openapi.json",
         get(move || {
@@ -144,11 +66,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         }),
     )
     .route("/docs", get(docs_page))
-    .route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        observe::observe,
-    ))
-    .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    .route_layer(middleware::from_fn_with_state(observer, observe::observe))
+    .fallback(|| async { code_response(ErrorCode::NotFound, "no such endpoint") })
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
     .layer(middleware::from_fn(json_errors))
@@ -183,11 +102,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             .layer(CatchPanicLayer::custom(|_| {
                 // The panic payload may hold anything; it is not logged or sent.
                 tracing::error!("a request handler panicked");
-                error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the broker's log for details",
-                )
+                ErrorCode::Internal.into_response()
             }))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
@@ -217,27 +132,16 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || has_body_type {
         return response;
     }
-    let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        ),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "the request body is larger than the broker accepts",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ),
-        s if s.is_server_error() => (
-            "internal",
-            "internal error; see the broker's log for details",
-        ),
-        _ => ("bad_request", "the request could not be handled"),
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
     };
-    let mut fresh = error_response(status, code, message);
+    // The status stays the framework's: a bare 503 is `internal`, a bare 404 `bad_request`.
+    let mut fresh = error_response(status, code, code.text());
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             fresh.headers_mut().insert(name.clone(), value.clone());

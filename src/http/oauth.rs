@@ -9,12 +9,12 @@ use url::Url;
 
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, TokenIdPath};
+use super::state::AppState;
 use super::tokens::{view, TokenView};
-use super::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, UserName};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::oauth::{AuthorizeRequest, CallbackParams, ExchangeRequest};
 
 /// What a caller gets from the access-token and refresh endpoints.
@@ -59,7 +59,7 @@ const MAX_MIN_VALIDITY_SECS: u32 = 86_400;
         (status = 404, description = "No such token", body = ErrorBody),
         (status = 409, description = "needs_reauth: the user must log in again", body = ErrorBody),
         (status = 429, description = "refresh_budget_exhausted, or provider_rate_limited: the provider said too many requests (Retry-After)", body = ErrorBody),
-        (status = 503, description = "provider_unavailable (Retry-After)", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 503, description = "provider_unavailable (Retry-After)", body = ErrorBody)),
     security(("bearer" = ["tokens:access"])))]
 pub async fn access_token(
     State(state): State<AppState>,
@@ -92,7 +92,7 @@ pub async fn access_token(
         (status = 404, description = "No such token", body = ErrorBody),
         (status = 409, description = "needs_reauth", body = ErrorBody),
         (status = 429, description = "The refresh did not happen: refresh_budget_exhausted or provider_rate_limited (Retry-After)", body = ErrorBody),
-        (status = 503, description = "provider_unavailable", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 503, description = "provider_unavailable", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "access", params(("id" = String, Path, description = "Token id")),
     responses((status = 204, description = "Revoked and deleted"),
         (status = 404, description = "No such token", body = ErrorBody),
-        (status = 503, description = "provider_unavailable: the token is kept", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 503, description = "provider_unavailable: the token is kept", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -142,7 +142,7 @@ pub struct ExchangeBody {
         (status = 422, description = "A bad field", body = ErrorBody),
         (status = 429, description = "provider_rate_limited: the provider said too many requests (Retry-After)", body = ErrorBody),
         (status = 502, description = "provider_error", body = ErrorBody),
-        (status = 503, description = "provider_unavailable", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 503, description = "provider_unavailable", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn exchange(
     State(state): State<AppState>,
@@ -194,7 +194,7 @@ pub struct AuthorizeParams {
 #[utoipa::path(get, path = "/v1/oauth/authorize", tag = "oauth", params(AuthorizeParams),
     responses((status = 302, description = "Redirect to the provider's authorize URL (state + PKCE)"),
         (status = 200, description = "With Accept: application/json: {\"authorize_url\": …}"),
-        (status = 422, description = "Unknown provider or bad return_to", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 422, description = "Unknown provider or bad return_to", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 /// `GET /v1/oauth/authorize`: 302 to the provider (or `{"authorize_url"}` for
 /// `Accept: application/json`, handy when the caller hands the URL to a browser itself).
@@ -296,30 +296,33 @@ pub async fn callback(
                 ),
             )
         }
-        Err(e) => {
-            let (status, message) = match &e {
-                Error::BadRequest { message, .. } => (StatusCode::BAD_REQUEST, message.clone()),
-                Error::ProviderUnavailable { .. } => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The provider is unavailable right now; start the login again in a moment."
-                        .into(),
-                ),
-                Error::Provider(m) => (StatusCode::BAD_GATEWAY, m.clone()),
-                other => {
-                    tracing::error!(error = %other, "browser login failed");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Something went wrong; see the broker's log.".into(),
-                    )
-                }
-            };
-            let mut response = page(status, "Login failed", &escape(&message));
-            response
-                .extensions_mut()
-                .insert(super::error::ErrorCode("login_failed"));
-            response
-        }
+        Err(e) => login_failed(&e),
     }
+}
+
+/// The page of a failed browser login: the status of the cause's code when a person can act on
+/// it (a bad or used link, the provider down or refusing), 500 otherwise; `login_failed` in the
+/// audit trail whatever the cause.
+fn login_failed(e: &Error) -> Response {
+    let code = e.code();
+    let (status, message) = match e {
+        Error::BadRequest { message, .. } => (code.status(), message.clone()),
+        Error::ProviderUnavailable { .. } => (
+            code.status(),
+            "The provider is unavailable right now; start the login again in a moment.".into(),
+        ),
+        Error::Provider(m) => (code.status(), m.clone()),
+        other => {
+            tracing::error!(error = %other, "browser login failed");
+            (
+                ErrorCode::Internal.status(),
+                "Something went wrong; see the broker's log.".into(),
+            )
+        }
+    };
+    let mut response = page(status, "Login failed", &escape(&message));
+    response.extensions_mut().insert(ErrorCode::LoginFailed);
+    response
 }
 
 /// A 302 Found to `location` (the contract's status for both login redirects).

@@ -1,43 +1,36 @@
 //! Per-request bookkeeping after routing: Prometheus metrics for every route and an audit event
-//! for every `/v1` call (except reading the audit trail itself).
+//! for every call of a route registered as audited (see `routes`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::error::ErrorCode;
-use super::AppState;
+use super::routes::{Audit, RouteTable};
+use super::state::AppState;
 use crate::audit;
+use crate::error::ErrorCode;
 use crate::store::AuditRow;
 
-/// The audit action of a route, or `None` when the route is not audited.
-pub fn audit_action(method: &Method, route: &str) -> Option<&'static str> {
-    Some(match (method.as_str(), route) {
-        ("GET", "/v1/tokens") => "list_tokens",
-        ("PUT", "/v1/tokens") => "save_token",
-        ("DELETE", "/v1/tokens") => "delete_tokens",
-        ("POST", "/v1/tokens/find") => "find_token",
-        ("GET", "/v1/tokens/{id}") => "get_token",
-        ("DELETE", "/v1/tokens/{id}") => "delete_token",
-        ("GET", "/v1/tokens/{id}/access-token") => "get_access_token",
-        ("POST", "/v1/tokens/{id}/refresh") => "refresh",
-        ("POST", "/v1/tokens/{id}/revoke") => "revoke",
-        ("POST", "/v1/oauth/exchange") => "exchange",
-        ("GET", "/v1/oauth/authorize") => "authorize",
-        ("GET", "/v1/oauth/callback") => "login_callback",
-        _ => return None,
-    })
+/// What [`observe`] needs: the services, and the audit declaration of every route.
+#[derive(Clone)]
+pub struct Observer {
+    pub app: AppState,
+    pub routes: Arc<RouteTable>,
 }
 
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn observe(
+    State(Observer { app: state, routes }): State<Observer>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let Some(action) = audit_action(&method, route) else {
+    let Some(Audit::Record(action)) = routes.audit(&method, route) else {
         let response = next.run(req).await;
         crate::metrics::record_request(
             &method,
@@ -58,7 +51,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     crate::metrics::record_request(&method, route, status.as_u16(), started.elapsed());
 
     let outcome = match response.extensions().get::<ErrorCode>() {
-        Some(ErrorCode(code)) => *code,
+        Some(code) => code.as_str(),
         None if status.is_client_error() || status.is_server_error() => "error",
         None => "ok",
     };
@@ -78,7 +71,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                     .filter(|id| crate::domain::TokenId::parse(*id).is_ok())
                     .map(str::to_owned)
             }),
-            action: action.into(),
+            action: action.as_str().into(),
             outcome: outcome.into(),
             status: i64::from(status.as_u16()),
             detail: note.detail.map(str::to_owned),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, TokenIdPath};
-use super::AppState;
+use super::state::AppState;
 use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
@@ -17,7 +17,7 @@ use crate::domain::{
     parse_text, InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId,
     TokenStatus, UserName,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::tokens::{ListQuery, Saved};
 
 /// A token as callers see it. Without `tokens:secrets`, client_secret, refresh_token and
@@ -174,7 +174,7 @@ pub fn view(token: &Token, caller: &Caller) -> TokenView {
 #[utoipa::path(post, path = "/v1/tokens/find", tag = "tokens", request_body = TokenBody,
     responses((status = 200, description = "The matching token", body = TokenView),
         (status = 404, description = "No token matches", body = ErrorBody),
-        (status = 422, description = "Nothing to match on, or a bad field", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 422, description = "Nothing to match on, or a bad field", body = ErrorBody)),
     security(("bearer" = ["tokens:read"])))]
 pub async fn find(
     State(state): State<AppState>,
@@ -197,7 +197,7 @@ pub async fn find(
     responses((status = 201, description = "Created", body = TokenView),
         (status = 200, description = "Updated the token find would match", body = TokenView),
         (status = 409, description = "Conflicts with another stored token", body = ErrorBody),
-        (status = 422, description = "A bad field", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 422, description = "A bad field", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn save(
     State(state): State<AppState>,
@@ -223,7 +223,7 @@ pub async fn save(
 /// `GET /v1/tokens/{id}`: find_token_by_id.
 #[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "The token", body = TokenView),
-        (status = 404, description = "No such token (or another tenant's)", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 404, description = "No such token (or another tenant's)", body = ErrorBody)),
     security(("bearer" = ["tokens:read"])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -238,7 +238,7 @@ pub async fn get(
 /// `DELETE /v1/tokens/{id}`: delete_token.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id")),
     responses((status = 204, description = "Deleted"),
-        (status = 404, description = "No such token", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 404, description = "No such token", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -271,7 +271,7 @@ pub struct TokenPage {
 /// `GET /v1/tokens`: get_tokens, a page at a time.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", params(ListParams),
     responses((status = 200, description = "A page of tokens", body = TokenPage),
-        (status = 400, description = "Bad cursor or query", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 400, description = "Bad cursor or query", body = ErrorBody)),
     security(("bearer" = ["tokens:read"])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -326,7 +326,7 @@ pub struct Deleted {
 /// `DELETE /v1/tokens?confirm=all`: delete_tokens (every token the caller can see).
 #[utoipa::path(delete, path = "/v1/tokens", tag = "tokens", params(DeleteAllParams),
     responses((status = 200, description = "How many were deleted", body = Deleted),
-        (status = 400, description = "confirm=all missing", body = ErrorBody), (status = 401, description = "No or invalid caller JWT", body = ErrorBody), (status = 403, description = "Missing scope", body = ErrorBody)),
+        (status = 400, description = "confirm=all missing", body = ErrorBody)),
     security(("bearer" = ["tokens:admin"])))]
 pub async fn delete_all(
     State(state): State<AppState>,
@@ -336,8 +336,8 @@ pub async fn delete_all(
     caller.require(Scope::Admin)?;
     if params.confirm.as_deref() != Some("all") {
         return Err(Error::bad_request(
-            "confirmation_required",
-            "deleting every token needs ?confirm=all",
+            ErrorCode::ConfirmationRequired,
+            ErrorCode::ConfirmationRequired.text(),
         ));
     }
     let deleted = state.tokens.delete_all(&caller.tenancy).await?;

@@ -72,7 +72,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
 fn exchange_error(e: ProviderError) -> Error {
     match e {
         ProviderError::InvalidGrant(code) => Error::bad_request(
-            "invalid_grant",
+            crate::error::ErrorCode::InvalidGrant,
             format!("the provider rejected the grant token ({code}); it may be used up or expired"),
         ),
         ProviderError::Unavailable(_) => Error::ProviderUnavailable {
@@ -312,12 +312,15 @@ impl OAuthService {
     /// Finishes a browser login: takes the state (once), exchanges the code with the PKCE
     /// verifier and stores the token in the tenant of the caller who started the login.
     pub async fn callback(&self, params: CallbackParams) -> Result<CallbackOutcome> {
-        let state = params
-            .state
-            .ok_or_else(|| Error::bad_request("invalid_state", "the login has no state"))?;
+        let state = params.state.ok_or_else(|| {
+            Error::bad_request(
+                crate::error::ErrorCode::InvalidState,
+                "the login has no state",
+            )
+        })?;
         let login = self.tokens().take_login(&state).await?.ok_or_else(|| {
             Error::bad_request(
-                "invalid_state",
+                crate::error::ErrorCode::InvalidState,
                 "this login link is unknown, expired or already used; start the login again",
             )
         })?;
@@ -333,7 +336,7 @@ impl OAuthService {
                     .zoho_by_accounts_server(server)
                     .ok_or_else(|| {
                         Error::bad_request(
-                            "invalid_accounts_server",
+                            crate::error::ErrorCode::InvalidAccountsServer,
                             "not a known Zoho accounts server",
                         )
                     })?;
@@ -343,7 +346,7 @@ impl OAuthService {
         if let Some(issuer) = &provider.issuer {
             if params.iss.as_deref() != Some(issuer.as_str()) {
                 return Err(Error::bad_request(
-                    "invalid_issuer",
+                    crate::error::ErrorCode::InvalidIssuer,
                     match params.iss {
                         None => "the provider's answer names no issuer (iss), but this provider must",
                         Some(_) => "the provider's answer names another issuer (iss) than the one the login went to",
@@ -353,16 +356,19 @@ impl OAuthService {
         }
         if let Some(error) = params.error {
             return Err(Error::bad_request(
-                "login_refused",
+                crate::error::ErrorCode::LoginRefused,
                 format!(
                     "the provider reported `{}`",
                     error.chars().take(64).collect::<String>()
                 ),
             ));
         }
-        let code = params
-            .code
-            .ok_or_else(|| Error::bad_request("invalid_code", "the provider sent no code"))?;
+        let code = params.code.ok_or_else(|| {
+            Error::bad_request(
+                crate::error::ErrorCode::InvalidCode,
+                "the provider sent no code",
+            )
+        })?;
         let (client_id, client_secret) = match (&provider.client_id, &provider.client_secret) {
             (Some(id), secret) => (id.clone(), secret.as_ref()),
             (None, _) => {

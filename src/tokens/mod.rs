@@ -377,8 +377,12 @@ impl TokenService {
 }
 
 fn decode_cursor(cursor: &str) -> Result<String> {
-    let invalid =
-        || Error::bad_request("invalid_cursor", "cursor: not a cursor this service issued");
+    let invalid = || {
+        Error::bad_request(
+            crate::error::ErrorCode::InvalidCursor,
+            "cursor: not a cursor this service issued",
+        )
+    };
     let bytes = B64URL.decode(cursor).map_err(|_| invalid())?;
     let id = String::from_utf8(bytes).map_err(|_| invalid())?;
     TokenId::parse(id.clone()).map_err(|_| invalid())?;

@@ -1,0 +1,279 @@
+//! The route table: every documented operation is registered here together with what the audit
+//! trail records of it, so a new route cannot go unaudited by omission; and the OpenAPI document
+//! those routes make, with the answers every secured operation shares (401, 403) added once.
+
+use std::collections::HashMap;
+
+use axum::http::Method;
+use axum::Router;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::state::AppState;
+use super::{audit, health, metrics, oauth, tokens};
+use crate::audit::Action;
+
+/// The documented routes: each is registered from its `#[utoipa::path]`, so the OpenAPI document
+/// and the router cannot disagree, and each says what the audit trail records of its calls.
+pub fn api() -> (Router<AppState>, Document, RouteTable) {
+    Registry::new()
+        .audited(Action::ListTokens, routes!(tokens::list))
+        .audited(Action::SaveToken, routes!(tokens::save))
+        .audited(Action::DeleteTokens, routes!(tokens::delete_all))
+        .audited(Action::FindToken, routes!(tokens::find))
+        .audited(Action::GetToken, routes!(tokens::get))
+        .audited(Action::DeleteToken, routes!(tokens::delete))
+        .audited(Action::GetAccessToken, routes!(oauth::access_token))
+        .audited(Action::Refresh, routes!(oauth::refresh))
+        .audited(Action::Revoke, routes!(oauth::revoke))
+        .audited(Action::Exchange, routes!(oauth::exchange))
+        .audited(Action::Authorize, routes!(oauth::authorize))
+        .audited(Action::LoginCallback, routes!(oauth::callback))
+        // Reading the trail would fill it with its own reads.
+        .unaudited(routes!(audit::list))
+        // Operations endpoints: polled by machines, no caller, no token.
+        .unaudited(routes!(health::healthz))
+        .unaudited(routes!(health::readyz))
+        .unaudited(routes!(metrics::render))
+        .finish()
+}
+
+/// What the audit trail records of a route, declared where the route is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit {
+    /// Every call is an event with this action.
+    Record(Action),
+    /// No event (see the reason at the registration).
+    Skip,
+}
+
+/// The audit declaration of every registered operation, by route (as axum matches it: the
+/// OpenAPI path) and method.
+#[derive(Debug, Default)]
+pub struct RouteTable(HashMap<String, Vec<(Method, Audit)>>);
+
+impl RouteTable {
+    /// `None` for a route not registered through [`api`] (the document and its page).
+    pub fn audit(&self, method: &Method, route: &str) -> Option<Audit> {
+        self.0
+            .get(route)?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, audit)| *audit)
+    }
+}
+
+/// Builds the router, its document and the [`RouteTable`] side by side; no other way to add a
+/// documented route exists.
+struct Registry {
+    router: OpenApiRouter<AppState>,
+    table: RouteTable,
+}
+
+impl Registry {
+    fn new() -> Self {
+        Self {
+            router: OpenApiRouter::with_openapi(ApiDoc::openapi()),
+            table: RouteTable::default(),
+        }
+    }
+
+    fn audited(self, action: Action, route: UtoipaMethodRouter<AppState>) -> Self {
+        self.add(Audit::Record(action), route)
+    }
+
+    fn unaudited(self, route: UtoipaMethodRouter<AppState>) -> Self {
+        self.add(Audit::Skip, route)
+    }
+
+    /// Registers one operation (one handler per `routes!`: each has its own declaration).
+    fn add(mut self, audit: Audit, route: UtoipaMethodRouter<AppState>) -> Self {
+        let operations: Vec<(&String, Method)> = route
+            .1
+            .paths
+            .iter()
+            .flat_map(|(path, item)| operations(item).map(move |(m, _)| (path, m)))
+            .collect();
+        assert_eq!(
+            operations.len(),
+            1,
+            "register one handler at a time, each with its own audit declaration: {operations:?}"
+        );
+        for (path, method) in operations {
+            self.table
+                .0
+                .entry(path.clone())
+                .or_default()
+                .push((method, audit));
+        }
+        self.router = self.router.routes(route);
+        self
+    }
+
+    fn finish(self) -> (Router<AppState>, Document, RouteTable) {
+        let (router, mut doc) = self.router.split_for_parts();
+        SecuredAnswers.modify(&mut doc);
+        (router, doc, self.table)
+    }
+}
+
+/// The operations of a path item, with their methods.
+fn operations(item: &PathItem) -> impl Iterator<Item = (Method, &Operation)> {
+    [
+        (Method::GET, &item.get),
+        (Method::PUT, &item.put),
+        (Method::POST, &item.post),
+        (Method::DELETE, &item.delete),
+        (Method::OPTIONS, &item.options),
+        (Method::HEAD, &item.head),
+        (Method::PATCH, &item.patch),
+        (Method::TRACE, &item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "token-broker",
+        description = "Holds OAuth credentials and hands out valid access tokens. The six Zoho SDK TokenStore operations, plus refresh, exchange, login and revoke."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tokens", description = "The TokenStore operations"),
+        (name = "access", description = "Valid access tokens, refresh, revoke"),
+        (name = "oauth", description = "Code exchange and the browser login"),
+        (name = "operations", description = "Health, metrics, audit"),
+    )
+)]
+struct ApiDoc;
+
+/// The caller's JWT, as the `bearer` security scheme the operations name.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// 401 and 403 for every operation with a security requirement: the caller extractor and
+/// `Caller::require` answer them the same way everywhere, so no handler lists them itself.
+struct SecuredAnswers;
+
+impl Modify for SecuredAnswers {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::{PartialSchema, ToSchema};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations_mut(item).filter(|op| op.security.is_some()) {
+                let answers = &mut op.responses.responses;
+                answers.insert("401".into(), error("No or invalid caller JWT").into());
+                answers.insert("403".into(), error("Missing scope").into());
+            }
+        }
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .entry(ErrorBody::name().into_owned())
+            .or_insert_with(ErrorBody::schema);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_operation(doc: &Document) -> Vec<(Method, String, &Operation)> {
+        doc.paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| operations(item).map(move |(m, op)| (m, path.clone(), op)))
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_operation_declares_its_audit() {
+        let (_, doc, table) = api();
+        let ops = every_operation(&doc);
+        assert!(ops.len() >= 16, "{} operations", ops.len());
+        for (method, path, _) in &ops {
+            assert!(
+                table.audit(method, path).is_some(),
+                "{method} {path} is routed without an audit declaration: register it with \
+                 `Registry::audited` (or `unaudited`, saying why)"
+            );
+        }
+    }
+
+    #[test]
+    fn every_v1_call_but_reading_the_trail_is_audited_under_its_own_action() {
+        let (_, doc, table) = api();
+        let mut actions = std::collections::HashSet::new();
+        for (method, path, _) in every_operation(&doc) {
+            let audit = table.audit(&method, &path);
+            match audit {
+                Some(Audit::Record(action)) => {
+                    assert!(path.starts_with("/v1/"), "{method} {path}");
+                    assert!(actions.insert(action), "{action:?} is declared twice");
+                }
+                _ => assert!(
+                    !path.starts_with("/v1/") || path == "/v1/audit",
+                    "{method} {path} is not audited"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn every_secured_operation_documents_401_and_403() {
+        let (_, doc, _) = api();
+        for (method, path, op) in every_operation(&doc) {
+            let answers = &op.responses.responses;
+            let secured = op.security.is_some();
+            assert_eq!(answers.contains_key("401"), secured, "{method} {path}");
+            assert_eq!(answers.contains_key("403"), secured, "{method} {path}");
+        }
+    }
+}
