@@ -30,10 +30,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| Error::Unauthenticated("Authorization must be `Bearer <JWT>`".into()))?;
         let caller = state.verifier.verify(token)?;
         tracing::Span::current().record("caller", caller.sub.as_str());
-        let tenant = match &caller.tenancy {
-            crate::tokens::Tenancy::Only(t) => Some(t.as_str()),
-            crate::tokens::Tenancy::Unrestricted => None,
-        };
+        let tenant = caller.tenancy.own_tenant().map(|t| t.as_str());
         crate::audit::note_caller(&caller.sub, tenant);
         Ok(caller)
     }
