@@ -116,19 +116,6 @@ impl OAuthService {
             };
             metrics::counter!("refresh_singleflight_waits_total", "kind" => kind).increment(1);
         };
-        // The refresher we queued behind usually left its result in the cache: no need to read
-        // it back once per waiter.
-        if let Some(token) = self.tokens().peek_cached(tenancy, id) {
-            let done = if force {
-                token.updated_at > started
-            } else {
-                valid_for(&token, self.now_ms(), min_validity_ms)
-            };
-            if done && ensure_usable(&token).is_ok() {
-                coalesced(false);
-                return Ok(Token::clone(&token));
-            }
-        }
         // Someone (this process or another) refreshed it while we queued.
         let settled = |token: &Token, now: i64| {
             if force {
@@ -137,6 +124,14 @@ impl OAuthService {
                 valid_for(token, now, min_validity_ms)
             }
         };
+        // The refresher we queued behind usually left its result in the cache: no need to read
+        // it back once per waiter.
+        if let Some(token) = self.tokens().peek_cached(tenancy, id) {
+            if settled(&token, self.now_ms()) && ensure_usable(&token).is_ok() {
+                coalesced(false);
+                return Ok(Token::clone(&token));
+            }
+        }
         loop {
             let now = self.now_ms();
             let token = self.tokens().get(tenancy, id).await?;
