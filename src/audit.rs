@@ -41,6 +41,9 @@ pub enum Action {
     Exchange,
     Authorize,
     LoginCallback,
+    CreateConnectSession,
+    GetConnectSession,
+    OpenConnectLink,
 }
 
 impl Action {
@@ -59,6 +62,9 @@ impl Action {
             Self::Exchange => "exchange",
             Self::Authorize => "authorize",
             Self::LoginCallback => "login_callback",
+            Self::CreateConnectSession => "create_connect_session",
+            Self::GetConnectSession => "get_connect_session",
+            Self::OpenConnectLink => "open_connect_link",
         }
     }
 }

@@ -12,7 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use providers::{
-    AuthMethod, ClientConfig, KindConfig, ProviderConfig, ProviderSettings, ZOHO_DATA_CENTERS,
+    AuthMethod, ClientConfig, KindConfig, ProviderConfig, ProviderSettings, RefreshBudget,
+    ZOHO_DATA_CENTERS,
 };
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -42,8 +43,10 @@ pub struct OAuthSettings {
     pub retry_max_delay_ms: u64,
     pub state_ttl_secs: u64,
     pub refresh_lease_secs: u64,
-    pub refresh_budget: u32,
-    pub refresh_budget_window_secs: u64,
+    /// Origins (`https://app.example.com`) a connect session's `return_to` may point at; the
+    /// broker's own origin is always allowed.
+    #[serde(default)]
+    pub return_to_origins: Vec<String>,
     pub default_min_validity_secs: u64,
     pub background: BackgroundRefreshSettings,
 }
@@ -282,6 +285,16 @@ impl Settings {
         }
         url::Url::parse(&self.oauth.public_url)
             .map_err(|e| ConfigError(format!("oauth.public_url: {e}")))?;
+        for origin in &self.oauth.return_to_origins {
+            match url::Url::parse(origin) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.path() == "/" && u.query().is_none() && u.username().is_empty() => {}
+                _ => {
+                    return Err(ConfigError(format!(
+                        "oauth.return_to_origins: `{origin}` is not an origin like https://app.example.com"
+                    )))
+                }
+            }
+        }
         let providers = self.provider_configs()?;
         if !providers
             .iter()

@@ -220,6 +220,38 @@ impl TokenStatus {
     }
 }
 
+/// Who logged in at the provider, as the provider vouched for it: a verified OpenID Connect
+/// id_token, or the provider's user-info answer to the new access token (Zoho).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The provider's stable identifier of the account (`sub`, Zoho's `ZUID`).
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Identity {
+    /// Whether this identity is the account `user_name` names: its subject exactly, or its email
+    /// ignoring ASCII case (email domains are case-insensitive, and providers vary the local part's
+    /// case between sign-ups and id_tokens far more often than two mailboxes differ by it).
+    pub fn is(&self, user_name: &UserName) -> bool {
+        let wanted = user_name.as_str();
+        self.subject == wanted
+            || self
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(wanted))
+    }
+
+    /// How a person would recognise the account: email, else name, else subject.
+    pub fn label(&self) -> &str {
+        self.email
+            .as_deref()
+            .or(self.name.as_deref())
+            .unwrap_or(&self.subject)
+    }
+}
+
 /// A stored OAuth token: the Zoho SDK's `OAuthToken` plus what a broker needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {
@@ -240,6 +272,10 @@ pub struct Token {
     pub redirect_url: Option<String>,
     pub api_domain: Option<String>,
     pub status: TokenStatus,
+    /// Who logged in, when the broker made the grant itself and the provider said.
+    pub identity: Option<Identity>,
+    /// The scopes granted, when the broker made the grant itself.
+    pub scopes: Option<Vec<String>>,
     /// ms since the Unix epoch.
     pub created_at: i64,
     /// ms since the Unix epoch.
@@ -264,6 +300,10 @@ pub struct PartialToken {
     pub redirect_url: Option<String>,
     pub api_domain: Option<String>,
     pub status: Option<TokenStatus>,
+    /// Set by the broker from a login or an exchange; never from callers.
+    pub identity: Option<Identity>,
+    /// Set by the broker from a login or an exchange; never from callers.
+    pub scopes: Option<Vec<String>>,
 }
 
 #[cfg(test)]

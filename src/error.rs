@@ -40,6 +40,8 @@ pub enum ErrorCode {
     InvalidIssuer,
     LoginRefused,
     InvalidCode,
+    /// An OpenID Connect id_token that is not valid for this login.
+    InvalidIdToken,
     /// The outcome of a failed browser login in the audit trail; the page itself answers with
     /// the status of the cause (400, 502, 503 or 500).
     LoginFailed,
@@ -82,6 +84,7 @@ impl ErrorCode {
             Self::InvalidIssuer => (S::BAD_REQUEST, "invalid_issuer", "the provider's answer names another issuer (iss) than the one the login went to"),
             Self::LoginRefused => (S::BAD_REQUEST, "login_refused", "the provider refused the login"),
             Self::InvalidCode => (S::BAD_REQUEST, "invalid_code", "the provider sent no code"),
+            Self::InvalidIdToken => (S::BAD_REQUEST, "invalid_id_token", "the provider's id_token is not valid for this login"),
             Self::LoginFailed => (S::BAD_REQUEST, "login_failed", "the browser login failed"),
             Self::ProviderError => (S::BAD_GATEWAY, "provider_error", "the OAuth provider refused the request"),
             Self::ProviderUnavailable => (S::SERVICE_UNAVAILABLE, "provider_unavailable", "the OAuth provider is unavailable and no stored access token is valid long enough"),

@@ -52,6 +52,23 @@ pub struct ProviderSettings {
     /// providers that send `iss` (their metadata says
     /// `authorization_response_iss_parameter_supported`).
     pub issuer: Option<String>,
+    /// What the login pages call the provider (default: the key, or "Zoho (US)" for a preset).
+    pub display_name: Option<String>,
+    /// Refreshes allowed per refresh credential per window, across replicas (0: no budget).
+    /// Zoho presets default to 10 per 600 s (Zoho's own limit); other kinds to none.
+    pub refresh_budget: Option<u32>,
+    pub refresh_budget_window_secs: Option<u64>,
+    /// Refuse to store a browser login whose verified identity is not the connect session's
+    /// `user_name` (its subject, or its email ignoring case). Default false.
+    pub require_identity_match: Option<bool>,
+    /// Revoke the refresh token a new login for the same user replaces. Default true for Zoho
+    /// (each Zoho refresh token is its own grant), false otherwise: most providers keep one grant
+    /// per user and client, so revoking the old token would kill the new one too.
+    pub revoke_replaced: Option<bool>,
+    /// Scopes a connect session may ask for (default: `scopes`, plus `openid`, `email`,
+    /// `profile` and `offline_access` for `oidc`).
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
 }
 
 /// How the client authenticates at the token and revocation endpoints (`auth_method`).
@@ -75,7 +92,28 @@ pub struct ClientConfig {
     /// RFC 9207 issuer. Checked to be a URL but kept as written: the callback's `iss` must equal
     /// it character for character (RFC 9207 §2.4), and parsing would normalise it.
     pub issuer: Option<String>,
+    /// What the login pages call the provider.
+    pub display_name: String,
+    /// The refresh budget per refresh credential, if any.
+    pub refresh_budget: Option<RefreshBudget>,
+    pub require_identity_match: bool,
+    pub revoke_replaced: bool,
+    /// The scopes a login may ask for.
+    pub allowed_scopes: Vec<String>,
 }
+
+/// At most `max` refreshes per refresh credential per `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshBudget {
+    pub max: i64,
+    pub window_ms: i64,
+}
+
+/// Zoho's limit: 10 access tokens per refresh token per 10 minutes.
+const ZOHO_BUDGET: RefreshBudget = RefreshBudget {
+    max: 10,
+    window_ms: 600_000,
+};
 
 /// One provider's settings, typed.
 #[derive(Debug, Clone)]
@@ -96,6 +134,13 @@ pub enum KindConfig {
         authorize_url: Url,
         token_url: Url,
         revoke_url: Option<Url>,
+        auth_method: AuthMethod,
+    },
+    /// `kind = "oidc"`: OpenID Connect, configured from its issuer alone. The endpoints and keys
+    /// come from the issuer's discovery document; the RFC 9207 issuer check is always on and the
+    /// id_token of every login is verified.
+    Oidc {
+        issuer: Url,
         auth_method: AuthMethod,
     },
 }
@@ -122,15 +167,16 @@ pub(super) fn provider_configs(
         }
         configs.push(match s.kind.as_deref() {
             Some("oauth2") => oauth2(key, s)?,
+            Some("oidc") => oidc(key, s)?,
             Some("zoho") => zoho(key, None, s)?,
             Some(other) => {
                 return Err(ConfigError(format!(
-                    "providers.{key}.kind: `{other}` is not \"oauth2\" or \"zoho\""
+                    "providers.{key}.kind: `{other}` is not \"oauth2\", \"oidc\" or \"zoho\""
                 )))
             }
             None => {
                 return Err(ConfigError(format!(
-                    "providers.{key}.kind: required (\"oauth2\" or \"zoho\")"
+                    "providers.{key}.kind: required (\"oauth2\", \"oidc\" or \"zoho\")"
                 )))
             }
         });
@@ -150,11 +196,94 @@ fn zoho(
             ConfigError(format!("{name}.accounts_url: required for kind = \"zoho\""))
         })?;
     let accounts_url = parse_url(&format!("{name}.accounts_url"), accounts)?;
+    let display = ZOHO_DATA_CENTERS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(k, _)| format!("Zoho ({})", k.trim_start_matches("zoho-").to_uppercase()))
+        .unwrap_or_else(|| format!("Zoho ({key})"));
     Ok(ProviderConfig {
         key: provider_key(&name, key)?,
-        client: client(&name, s, false)?,
+        client: client(
+            &name,
+            s,
+            Defaults {
+                pkce: false,
+                display_name: display,
+                budget: Some(ZOHO_BUDGET),
+                revoke_replaced: true,
+                scopes: &[],
+            },
+        )?,
         kind: KindConfig::Zoho { accounts_url },
     })
+}
+
+/// `kind = "oidc"`: the issuer is all it needs.
+fn oidc(key: &str, s: &ProviderSettings) -> Result<ProviderConfig, ConfigError> {
+    let name = format!("providers.{key}");
+    for (field, set) in [
+        ("authorize_url", s.authorize_url.is_some()),
+        ("token_url", s.token_url.is_some()),
+        ("revoke_url", s.revoke_url.is_some()),
+        ("accounts_url", s.accounts_url.is_some()),
+    ] {
+        if set {
+            return Err(ConfigError(format!(
+                "{name}.{field}: not for kind = \"oidc\" (the issuer's discovery document names the endpoints)"
+            )));
+        }
+    }
+    let key = provider_key(&name, key)?;
+    let issuer = s
+        .issuer
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| ConfigError(format!("{name}.issuer: required for kind = \"oidc\"")))?;
+    let issuer = parse_url(&format!("{name}.issuer"), issuer)?;
+    let auth_method = auth_method(&name, s)?;
+    let mut client = client(
+        &name,
+        s,
+        Defaults {
+            pkce: true,
+            display_name: issuer.host_str().unwrap_or(key.as_str()).to_owned(),
+            budget: None,
+            revoke_replaced: false,
+            scopes: &["openid", "email", "profile", "offline_access"],
+        },
+    )?;
+    for scope in ["openid", "email", "profile", "offline_access"] {
+        if !client.allowed_scopes.iter().any(|s| s == scope) {
+            client.allowed_scopes.push(scope.to_owned());
+        }
+    }
+    // Without prompt=consent, providers drop offline_access (OpenID Connect Core §11).
+    if client.scopes.iter().any(|s| s == "offline_access") {
+        client
+            .extra_authorize_params
+            .entry("prompt".into())
+            .or_insert_with(|| "consent".into());
+    }
+    // RFC 9207 is always on for OpenID Connect providers: the issuer is known.
+    client.issuer = Some(s.issuer.clone().unwrap_or_default());
+    Ok(ProviderConfig {
+        key,
+        client,
+        kind: KindConfig::Oidc {
+            issuer,
+            auth_method,
+        },
+    })
+}
+
+fn auth_method(name: &str, s: &ProviderSettings) -> Result<AuthMethod, ConfigError> {
+    match s.auth_method.as_deref() {
+        None | Some("client_secret_basic") => Ok(AuthMethod::Basic),
+        Some("client_secret_post") => Ok(AuthMethod::Post),
+        Some(other) => Err(ConfigError(format!(
+            "{name}.auth_method: `{other}` is not client_secret_basic or client_secret_post"
+        ))),
+    }
 }
 
 fn oauth2(key: &str, s: &ProviderSettings) -> Result<ProviderConfig, ConfigError> {
@@ -164,15 +293,7 @@ fn oauth2(key: &str, s: &ProviderSettings) -> Result<ProviderConfig, ConfigError
             .ok_or_else(|| ConfigError(format!("{name}.{field}: required for kind = \"oauth2\"")))
             .and_then(|v| parse_url(&format!("{name}.{field}"), v))
     };
-    let auth_method = match s.auth_method.as_deref() {
-        None | Some("client_secret_basic") => AuthMethod::Basic,
-        Some("client_secret_post") => AuthMethod::Post,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "{name}.auth_method: `{other}` is not client_secret_basic or client_secret_post"
-            )))
-        }
-    };
+    let auth_method = auth_method(&name, s)?;
     // Checked in the order the old registry did, so the first error named stays the same.
     let key = provider_key(&name, key)?;
     let authorize_url = required("authorize_url", &s.authorize_url)?;
@@ -182,9 +303,20 @@ fn oauth2(key: &str, s: &ProviderSettings) -> Result<ProviderConfig, ConfigError
         .as_deref()
         .map(|u| parse_url(&format!("{name}.revoke_url"), u))
         .transpose()?;
+    let display_name = authorize_url.host_str().unwrap_or(key.as_str()).to_owned();
     Ok(ProviderConfig {
         key,
-        client: client(&name, s, true)?,
+        client: client(
+            &name,
+            s,
+            Defaults {
+                pkce: true,
+                display_name,
+                budget: None,
+                revoke_replaced: false,
+                scopes: &[],
+            },
+        )?,
         kind: KindConfig::OAuth2 {
             authorize_url,
             token_url,
@@ -198,13 +330,18 @@ fn provider_key(name: &str, key: &str) -> Result<ProviderKey, ConfigError> {
     ProviderKey::parse(key).map_err(|e| ConfigError(format!("{name}: {}", e.reason)))
 }
 
+/// What a kind of provider defaults to where its table is silent.
+struct Defaults {
+    pkce: bool,
+    display_name: String,
+    budget: Option<RefreshBudget>,
+    revoke_replaced: bool,
+    scopes: &'static [&'static str],
+}
+
 /// The settings every kind shares; an empty string counts as not set (an unset env variable
 /// in a compose file arrives as one).
-fn client(
-    name: &str,
-    s: &ProviderSettings,
-    pkce_default: bool,
-) -> Result<ClientConfig, ConfigError> {
+fn client(name: &str, s: &ProviderSettings, d: Defaults) -> Result<ClientConfig, ConfigError> {
     let issuer = match s.issuer.as_deref().filter(|i| !i.is_empty()) {
         None => None,
         Some(i) => {
@@ -212,7 +349,60 @@ fn client(
             Some(i.to_owned())
         }
     };
+    let refresh_budget = match (s.refresh_budget, s.refresh_budget_window_secs) {
+        (Some(0), _) => None,
+        (None, None) => d.budget,
+        (max, window) => {
+            let window_ms = window
+                .map(|w| w as i64 * 1000)
+                .or(d.budget.map(|b| b.window_ms))
+                .unwrap_or(600_000);
+            if window_ms <= 0 {
+                return Err(ConfigError(format!(
+                    "{name}.refresh_budget_window_secs: must be at least 1"
+                )));
+            }
+            let max = max
+                .map(i64::from)
+                .or(d.budget.map(|b| b.max))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{name}.refresh_budget: required with refresh_budget_window_secs"
+                    ))
+                })?;
+            Some(RefreshBudget { max, window_ms })
+        }
+    };
+    let scopes = if s.scopes.is_empty() {
+        d.scopes.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        s.scopes.clone()
+    };
+    let mut allowed_scopes = s.allowed_scopes.clone();
+    for scope in &scopes {
+        if !allowed_scopes.contains(scope) {
+            allowed_scopes.push(scope.clone());
+        }
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .chain(&allowed_scopes)
+        .find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ConfigError(format!(
+            "{name}.scopes: `{bad}` is not a scope (no spaces)"
+        )));
+    }
     Ok(ClientConfig {
+        display_name: s
+            .display_name
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or(d.display_name),
+        refresh_budget,
+        require_identity_match: s.require_identity_match.unwrap_or(false),
+        revoke_replaced: s.revoke_replaced.unwrap_or(d.revoke_replaced),
+        allowed_scopes,
         client_id: s.client_id.clone().filter(|c| !c.is_empty()),
         client_secret: s
             .client_secret
@@ -220,9 +410,9 @@ fn client(
             .map(|c| c.expose_secret().to_owned())
             .filter(|c| !c.is_empty())
             .map(Secret::new),
-        scopes: s.scopes.clone(),
+        scopes,
         extra_authorize_params: s.extra_authorize_params.clone(),
-        pkce: s.pkce.unwrap_or(pkce_default),
+        pkce: s.pkce.unwrap_or(d.pkce),
         issuer,
     })
 }

@@ -2,12 +2,14 @@
 //! framework and layers given the same JSON error body as every handler's.
 
 mod audit;
+mod connect;
 pub mod error;
 pub mod extract;
 mod health;
 mod metrics;
 pub mod oauth;
 mod observe;
+mod pages;
 mod routes;
 mod state;
 pub mod tokens;

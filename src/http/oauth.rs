@@ -1,11 +1,11 @@
-//! The broker's own job over HTTP: access tokens, refresh, revoke, exchange and browser login.
+//! The broker's own job over HTTP: access tokens, refresh, revoke and exchange (the browser
+//! login is `connect.rs`).
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, TokenIdPath};
@@ -14,8 +14,8 @@ use super::tokens::{view, TokenView};
 use crate::audit;
 use crate::auth::{Caller, Scope};
 use crate::domain::{parse_text, InvalidField, ProviderKey, Secret, Token, UserName};
-use crate::error::{Error, ErrorCode, Result};
-use crate::oauth::{AuthorizeRequest, CallbackParams, ExchangeRequest};
+use crate::error::{Error, Result};
+use crate::oauth::ExchangeRequest;
 
 /// What a caller gets from the access-token and refresh endpoints.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -180,181 +180,4 @@ pub async fn exchange(
         Json(view(&token, &caller)),
     )
         .into_response())
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct AuthorizeParams {
-    provider: String,
-    user_name: Option<String>,
-    return_to: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/oauth/authorize", tag = "oauth", params(AuthorizeParams),
-    responses((status = 302, description = "Redirect to the provider's authorize URL (state + PKCE)"),
-        (status = 200, description = "With Accept: application/json: {\"authorize_url\": …}"),
-        (status = 422, description = "Unknown provider or bad return_to", body = ErrorBody)),
-    security(("bearer" = ["tokens:write"])))]
-/// `GET /v1/oauth/authorize`: 302 to the provider (or `{"authorize_url"}` for
-/// `Accept: application/json`, handy when the caller hands the URL to a browser itself).
-pub async fn authorize(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    ApiQuery(params): ApiQuery<AuthorizeParams>,
-) -> Result<Response> {
-    caller.require(Scope::Write)?;
-    let return_to = params
-        .return_to
-        .map(|r| {
-            Url::parse(&r)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| InvalidField::new("return_to", "must be an absolute http(s) URL"))
-        })
-        .transpose()?;
-    let req = AuthorizeRequest {
-        provider: ProviderKey::parse(params.provider)?,
-        user_name: params.user_name.map(UserName::parse).transpose()?,
-        return_to,
-    };
-    let url = state
-        .oauth
-        .authorize(&caller.tenancy, &caller.sub, req)
-        .await?;
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    Ok(if wants_json {
-        Json(serde_json::json!({ "authorize_url": url.as_str() })).into_response()
-    } else {
-        found(url.as_str())
-    })
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    #[serde(rename = "accounts-server")]
-    accounts_server: Option<String>,
-    /// RFC 9207: the issuer of the authorization response.
-    iss: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/oauth/callback", tag = "oauth", params(CallbackQuery),
-    responses((status = 302, description = "Stored; redirect to return_to?status=connected&token_id=…"),
-        (status = 200, description = "Stored; an HTML page naming the connected account", content_type = "text/html"),
-        (status = 400, description = "Unknown, expired or replayed state: an HTML page, nothing stored", content_type = "text/html")))]
-/// `GET /v1/oauth/callback`: where the provider sends the browser back. No JWT: the single-use
-/// state stands for the caller who started the login. Answers are small HTML pages (or a 302 to
-/// `return_to`).
-pub async fn callback(
-    State(state): State<AppState>,
-    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Login failed",
-            "The callback's parameters could not be read.",
-        );
-    };
-    let params = CallbackParams {
-        code: q.code.filter(|c| !c.is_empty()).map(Secret::new),
-        state: q.state.filter(|s| !s.is_empty()).map(Secret::new),
-        error: q.error,
-        accounts_server: q.accounts_server,
-        iss: q.iss,
-    };
-    match state.oauth.callback(params).await {
-        Ok(outcome) => {
-            let token = &outcome.token;
-            if let Some(mut to) = outcome.return_to.and_then(|r| Url::parse(&r).ok()) {
-                to.query_pairs_mut()
-                    .append_pair("status", "connected")
-                    .append_pair("token_id", token.id.as_str());
-                return found(to.as_str());
-            }
-            let who = token
-                .user_name
-                .as_ref()
-                .map(|u| u.as_str().to_owned())
-                .unwrap_or_else(|| "The account".into());
-            page(
-                StatusCode::OK,
-                "Account connected",
-                &format!(
-                    "{} is now connected to {} (token id {}). You can close this window.",
-                    escape(&who),
-                    escape(token.provider.as_str()),
-                    escape(token.id.as_str())
-                ),
-            )
-        }
-        Err(e) => login_failed(&e),
-    }
-}
-
-/// The page of a failed browser login: the status of the cause's code when a person can act on
-/// it (a bad or used link, the provider down or refusing), 500 otherwise; `login_failed` in the
-/// audit trail whatever the cause.
-fn login_failed(e: &Error) -> Response {
-    let code = e.code();
-    let (status, message) = match e {
-        Error::BadRequest { message, .. } => (code.status(), message.clone()),
-        Error::ProviderUnavailable { .. } => (
-            code.status(),
-            "The provider is unavailable right now; start the login again in a moment.".into(),
-        ),
-        Error::Provider(m) => (code.status(), m.clone()),
-        other => {
-            tracing::error!(error = %other, "browser login failed");
-            (
-                ErrorCode::Internal.status(),
-                "Something went wrong; see the broker's log.".into(),
-            )
-        }
-    };
-    let mut response = page(status, "Login failed", &escape(&message));
-    response.extensions_mut().insert(ErrorCode::LoginFailed);
-    response
-}
-
-/// A 302 Found to `location` (the contract's status for both login redirects).
-fn found(location: &str) -> Response {
-    (
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-    )
-        .into_response()
-}
-
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · token-broker</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}}</style>\
-         </head><body><h1>{title}</h1><p>{body_html}</p></body></html>"
-    );
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
-}
-
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '&' => "&amp;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
 }

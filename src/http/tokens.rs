@@ -37,8 +37,25 @@ pub struct TokenView {
     pub provider: String,
     pub tenant: Option<String>,
     pub status: TokenStatus,
+    /// Who logged in, when the broker made the grant (a browser login or an exchange) and the
+    /// provider said: a verified OpenID Connect id_token, or Zoho's user-info answer.
+    pub identity: Option<IdentityView>,
+    /// The scopes the provider granted, when the broker made the grant.
+    pub scopes: Option<Vec<String>>,
+    /// Whether a refresh token is stored: `false` means the broker can hand out the access token
+    /// only until `expiry_time`, after which a person must connect again.
+    pub refreshable: bool,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// The account that logged in at the provider.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IdentityView {
+    /// The provider's stable id of the account (OpenID Connect `sub`, Zoho's ZUID).
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 impl TokenView {
@@ -64,6 +81,13 @@ impl TokenView {
             provider: t.provider.to_string(),
             tenant: t.tenant.as_ref().map(|t| t.to_string()),
             status: t.status,
+            identity: t.identity.as_ref().map(|i| IdentityView {
+                subject: i.subject.clone(),
+                email: i.email.clone(),
+                name: i.name.clone(),
+            }),
+            scopes: t.scopes.clone(),
+            refreshable: t.refresh_token.is_some(),
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),
         }
@@ -156,6 +180,8 @@ impl TryFrom<TokenBody> for PartialToken {
             redirect_url: text("redirect_url", b.redirect_url, 2048)?,
             api_domain: text("api_domain", b.api_domain, 255)?,
             status: b.status,
+            identity: None,
+            scopes: None,
         })
     }
 }

@@ -43,6 +43,9 @@ fn ensure_usable(token: &Token) -> Result<()> {
     }
 }
 
+/// The window a credential without a budget is counted over.
+const UNBUDGETED_WINDOW_MS: i64 = 600_000;
+
 impl OAuthService {
     /// A token whose access token is valid for at least `min_validity_ms`, refreshing first
     /// when the stored one is not.
@@ -186,7 +189,6 @@ impl OAuthService {
     ) -> Result<Token> {
         let tokens = self.tokens();
         let id = &token.id;
-        let settings = self.settings();
         let now = self.now_ms();
         // Every early return below drops `lease`, which gives it back.
         let provider = self.provider_for(&token)?;
@@ -196,13 +198,13 @@ impl OAuthService {
         // The budget, per refresh credential: never let a client get locked out by the provider,
         // however many rows hold the same refresh token.
         let budget_key = tokens.budget_key(&client_id, &refresh_token);
+        // Without a budget of its provider's, a credential is still counted (never refused for
+        // it), so the provider's own "too many requests" holds its refreshes back all the same.
+        let (max, window_ms) = provider
+            .refresh_budget
+            .map_or((i64::MAX, UNBUDGETED_WINDOW_MS), |b| (b.max, b.window_ms));
         if let Err(refusal) = tokens
-            .take_refresh_budget(
-                &budget_key,
-                now,
-                settings.refresh_budget,
-                settings.budget_window_ms,
-            )
+            .take_refresh_budget(&budget_key, now, max, window_ms)
             .await?
         {
             lease.release().await;
@@ -315,7 +317,7 @@ impl OAuthService {
     /// Deletes refresh budgets whose window is over (and that are not backing off): a credential
     /// that refreshes again starts a new window anyway, so the table holds only live ones.
     pub async fn purge_refresh_budgets(&self) {
-        let before = self.now_ms() - self.settings().budget_window_ms;
+        let before = self.now_ms() - self.providers().longest_budget_window_ms();
         match self.tokens().purge_refresh_budgets(before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(budgets = n, "forgot refresh budgets whose window is over"),
@@ -345,6 +347,8 @@ mod tests {
             redirect_url: None,
             api_domain: None,
             status: TokenStatus::Active,
+            identity: None,
+            scopes: None,
             created_at: 0,
             updated_at: 0,
         }

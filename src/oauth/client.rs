@@ -47,6 +47,10 @@ pub struct TokenGrant {
     pub expires_in_ms: Option<i64>,
     pub api_domain: Option<String>,
     pub token_type: Option<String>,
+    /// OpenID Connect: who logged in, signed by the provider (verified by `identity.rs`).
+    pub id_token: Option<Secret>,
+    /// The scopes granted, when the provider said (RFC 6749 §5.1), space-separated.
+    pub scope: Option<String>,
 }
 
 /// Retry and timeout policy for provider calls.
@@ -60,7 +64,7 @@ pub struct RetryPolicy {
 /// The outbound HTTP client for providers.
 #[derive(Clone)]
 pub struct OAuthClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     retry: RetryPolicy,
 }
 
@@ -72,6 +76,8 @@ struct RawTokenAnswer {
     expires_in_sec: Option<serde_json::Value>,
     api_domain: Option<String>,
     token_type: Option<String>,
+    id_token: Option<String>,
+    scope: Option<String>,
     error: Option<serde_json::Value>,
     error_description: Option<serde_json::Value>,
 }
@@ -120,6 +126,17 @@ impl OAuthClient {
             .build()
             .expect("a TLS backend is available");
         Self { http, retry }
+    }
+
+    /// `provider`'s endpoints; an issuer whose discovery fails is unavailable.
+    pub async fn endpoints(
+        &self,
+        provider: &Provider,
+    ) -> Result<std::sync::Arc<super::providers::Endpoints>, ProviderError> {
+        provider
+            .endpoints(&self.http)
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -182,7 +199,7 @@ impl OAuthClient {
         token: &Secret,
         hint: &str,
     ) -> Result<(), ProviderError> {
-        let Some(url) = provider.revoke_url.clone() else {
+        let Some(url) = self.endpoints(provider).await?.revoke.clone() else {
             return Ok(());
         };
         let attempt = || async {
@@ -225,9 +242,10 @@ impl OAuthClient {
         creds: &ClientCredentials<'_>,
         form: &[(&'static str, String)],
     ) -> Result<TokenGrant, ProviderError> {
+        let token_url = self.endpoints(provider).await?.token.clone();
         let request = provider.token_request(
             self.http
-                .post(provider.token_url.clone())
+                .post(token_url)
                 .header(header::ACCEPT, "application/json"),
             creds,
             form.to_vec(),
@@ -292,6 +310,8 @@ impl OAuthClient {
             expires_in_ms,
             api_domain: answer.api_domain,
             token_type: answer.token_type,
+            id_token: answer.id_token.filter(|t| !t.is_empty()).map(Secret::new),
+            scope: answer.scope,
         })
     }
 }

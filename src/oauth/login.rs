@@ -1,22 +1,44 @@
-//! Getting tokens in and out: code exchange, the browser login (state + PKCE S256), and revoke.
+//! Getting tokens in and out: code exchange and revoke, and what both kinds of login share (the
+//! token a grant makes, the identity it is stored under, the grant it replaces). The browser
+//! login itself is `connect.rs`.
 
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
-use url::Url;
 
 use super::client::{ClientCredentials, ProviderError, TokenGrant};
 use super::providers::Provider;
 use super::{credentials, OAuthService, PROVIDER_RETRY_AFTER_SECS, RATE_LIMIT_BACKOFF_SECS};
 use crate::domain::{
-    InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId, TokenStatus,
-    UserName,
+    Identity, InvalidField, PartialToken, ProviderKey, Secret, TenantName, Token, TokenId,
+    TokenStatus, UserName,
 };
 use crate::error::{Error, Result};
-use crate::tokens::{PendingLogin, Tenancy};
+use crate::tokens::Tenancy;
+
+/// Whom a new grant is stored for.
+pub(super) struct Grantee {
+    pub user_name: Option<UserName>,
+    pub tenant: Option<TenantName>,
+    pub identity: Option<Identity>,
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The scopes a grant holds: what the provider said it granted, else what was asked for.
+pub(super) fn granted_scopes(grant: &TokenGrant, asked: &[String]) -> Option<Vec<String>> {
+    match grant.scope.as_deref() {
+        Some(s) if !s.trim().is_empty() => Some(
+            s.split([' ', ','])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        _ if asked.is_empty() => None,
+        _ => Some(asked.to_vec()),
+    }
+}
 
 /// `POST /v1/oauth/exchange`, parsed.
 #[derive(Debug)]
@@ -32,44 +54,12 @@ pub struct ExchangeRequest {
     pub accounts_server: Option<String>,
 }
 
-/// `GET /v1/oauth/authorize`, parsed.
-#[derive(Debug)]
-pub struct AuthorizeRequest {
-    pub provider: ProviderKey,
-    pub user_name: Option<UserName>,
-    pub return_to: Option<Url>,
-}
-
-/// What the provider sent back to `/v1/oauth/callback`.
-#[derive(Debug, Default)]
-pub struct CallbackParams {
-    pub code: Option<Secret>,
-    pub state: Option<Secret>,
-    pub error: Option<String>,
-    pub accounts_server: Option<String>,
-    /// RFC 9207: the issuer that sent the browser back.
-    pub iss: Option<String>,
-}
-
-/// A finished login.
-#[derive(Debug)]
-pub struct CallbackOutcome {
-    pub token: Token,
-    pub return_to: Option<String>,
-}
-
-fn random_b64(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
-    B64URL.encode(buf)
-}
-
 /// PKCE S256 challenge of a verifier (RFC 7636 §4.2).
 pub fn pkce_challenge(verifier: &str) -> String {
     B64URL.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-fn exchange_error(e: ProviderError) -> Error {
+pub(super) fn exchange_error(e: ProviderError) -> Error {
     match e {
         ProviderError::InvalidGrant(code) => Error::bad_request(
             crate::error::ErrorCode::InvalidGrant,
@@ -157,36 +147,75 @@ impl OAuthService {
             .await
             .map_err(exchange_error)?;
         tracing::info!(provider = %provider.key, outcome = "exchanged", "exchanged a grant token");
+        let identity = self
+            .inner
+            .client
+            .identity(&provider, &grant, &client_id)
+            .await
+            .map_err(|e| Error::Provider(e.to_string()))?
+            .identity;
+        let scopes = granted_scopes(&grant, &provider.scopes);
         let partial = self.granted_token(
             &provider,
             grant,
-            req.user_name,
-            None,
+            Grantee {
+                user_name: req.user_name,
+                tenant: None,
+                identity,
+                scopes,
+            },
             Some(client_id),
             req.client_secret,
             Some(req.grant_token),
             req.redirect_url,
         );
-        let replaced = self.replaced_token(tenancy, &partial).await;
+        let replaced = self.replaced_token(tenancy, &partial).await?;
         let (token, _) = self.tokens().save(tenancy, partial).await?;
         self.revoke_replaced(replaced, &token, provider);
         Ok(token)
     }
 
-    /// The stored token a new grant is about to replace (same user and provider), if any.
-    async fn replaced_token(&self, tenancy: &Tenancy, partial: &PartialToken) -> Option<Token> {
-        partial.user_name.as_ref()?;
-        self.tokens().find(tenancy, partial).await.ok().flatten()
+    /// The stored token a new grant is about to replace (same user and provider), if any. A
+    /// grant of another identity never replaces it: that is refused as a conflict.
+    pub(super) async fn replaced_token(
+        &self,
+        tenancy: &Tenancy,
+        partial: &PartialToken,
+    ) -> Result<Option<Token>> {
+        if partial.user_name.is_none() {
+            return Ok(None);
+        }
+        let Some(stored) = self.tokens().find(tenancy, partial).await.ok().flatten() else {
+            return Ok(None);
+        };
+        if let (Some(old), Some(new)) = (&stored.identity, &partial.identity) {
+            if stored.provider == *partial.provider.as_ref().unwrap_or(&stored.provider)
+                && old.subject != new.subject
+            {
+                return Err(Error::Conflict(format!(
+                    "{} is connected to another account at this provider; a login as {} does not replace it",
+                    stored.user_name.as_ref().map_or("this user", |u| u.as_str()),
+                    new.label()
+                )));
+            }
+        }
+        Ok(Some(stored))
     }
 
     /// A new login replaced a stored grant: revoke the old refresh token at the provider (in the
-    /// background, best effort) so it does not stay valid there for its whole lifetime.
-    fn revoke_replaced(&self, old: Option<Token>, new: &Token, provider: Arc<Provider>) {
+    /// background, best effort) so it does not stay valid there for its whole lifetime — only
+    /// where each refresh token is a grant of its own (`revoke_replaced`: Zoho). Elsewhere the
+    /// provider's grant is one per user and client, so the new tokens belong to the very grant
+    /// the old refresh token would revoke.
+    pub(super) fn revoke_replaced(&self, old: Option<Token>, new: &Token, provider: Arc<Provider>) {
         let Some(old) = old else { return };
         let Some(old_refresh) = old.refresh_token.clone() else {
             return;
         };
-        if new.refresh_token.as_ref() == Some(&old_refresh) || old.provider != new.provider {
+        if !provider.revoke_replaced
+            || new.refresh_token.as_ref() == Some(&old_refresh)
+            || old.provider != new.provider
+        {
             return;
         }
         let client = self.inner.client.clone();
@@ -213,23 +242,30 @@ impl OAuthService {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn granted_token(
+    pub(super) fn granted_token(
         &self,
         provider: &Provider,
         grant: TokenGrant,
-        user_name: Option<UserName>,
-        tenant: Option<TenantName>,
+        grantee: Grantee,
         client_id: Option<String>,
         client_secret: Option<Secret>,
         grant_token: Option<Secret>,
         redirect_url: Option<String>,
     ) -> PartialToken {
         let now = self.now_ms();
+        let Grantee {
+            user_name,
+            tenant,
+            identity,
+            scopes,
+        } = grantee;
         PartialToken {
             id: None,
             tenant,
             provider: Some(provider.key.clone()),
             user_name,
+            identity,
+            scopes,
             client_id,
             client_secret,
             refresh_token: grant.refresh_token,
@@ -241,177 +277,6 @@ impl OAuthService {
             api_domain: grant.api_domain,
             status: Some(TokenStatus::Active),
         }
-    }
-
-    /// The broker's own callback URL.
-    pub fn callback_url(&self) -> String {
-        let mut url = self.settings().public_url.clone();
-        url.set_path("/v1/oauth/callback");
-        url.set_query(None);
-        url.to_string()
-    }
-
-    /// Starts a browser login: stores a single-use state with a PKCE verifier and returns the
-    /// provider's authorize URL to send the browser to.
-    pub async fn authorize(
-        &self,
-        tenancy: &Tenancy,
-        caller: &str,
-        req: AuthorizeRequest,
-    ) -> Result<Url> {
-        let provider = self
-            .providers()
-            .get(&req.provider)
-            .ok_or_else(|| InvalidField::new("provider", "not a configured provider"))?;
-        let client_id = provider.client_id.clone().ok_or_else(|| {
-            InvalidField::new(
-                "provider",
-                format!("providers.{}.client_id is not configured", provider.key),
-            )
-        })?;
-        let state = Secret::new(random_b64(32));
-        let verifier = Secret::new(random_b64(48));
-        let redirect_uri = self.callback_url();
-        let login = PendingLogin {
-            provider: provider.key.clone(),
-            tenant: tenancy.own_tenant().cloned(),
-            caller: caller.to_owned(),
-            user_name: req.user_name.clone(),
-            return_to: req.return_to.as_ref().map(Url::to_string),
-            redirect_uri: redirect_uri.clone(),
-            code_verifier: Some(verifier.clone()),
-        };
-        let expires_at = self.now_ms() + self.settings().state_ttl_ms;
-        self.tokens().save_login(&state, &login, expires_at).await?;
-
-        let mut url = provider.authorize_url.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", &client_id)
-                .append_pair("redirect_uri", &redirect_uri)
-                .append_pair("state", state.expose());
-            if !provider.scopes.is_empty() {
-                q.append_pair("scope", &provider.scopes.join(provider.scope_separator()));
-            }
-            if provider.pkce {
-                q.append_pair("code_challenge", &pkce_challenge(verifier.expose()))
-                    .append_pair("code_challenge_method", "S256");
-            }
-            if let Some(u) = &req.user_name {
-                q.append_pair("login_hint", u.as_str());
-            }
-            for (k, v) in &provider.extra_authorize_params {
-                q.append_pair(k, v);
-            }
-        }
-        tracing::info!(provider = %provider.key, caller, "started a browser login");
-        Ok(url)
-    }
-
-    /// Finishes a browser login: takes the state (once), exchanges the code with the PKCE
-    /// verifier and stores the token in the tenant of the caller who started the login.
-    pub async fn callback(&self, params: CallbackParams) -> Result<CallbackOutcome> {
-        let state = params.state.ok_or_else(|| {
-            Error::bad_request(
-                crate::error::ErrorCode::InvalidState,
-                "the login has no state",
-            )
-        })?;
-        let login = self.tokens().take_login(&state).await?.ok_or_else(|| {
-            Error::bad_request(
-                crate::error::ErrorCode::InvalidState,
-                "this login link is unknown, expired or already used; start the login again",
-            )
-        })?;
-        crate::audit::note_caller(&login.caller, login.tenant.as_ref().map(TenantName::as_str));
-        let provider_key = login.provider.clone();
-        let mut provider = self.providers().get(&provider_key).ok_or_else(|| {
-            Error::Provider(format!("provider `{provider_key}` is no longer configured"))
-        })?;
-        if let Some(server) = params.accounts_server.as_deref().filter(|s| !s.is_empty()) {
-            if provider.takes_accounts_server() {
-                provider = self
-                    .providers()
-                    .zoho_by_accounts_server(server)
-                    .ok_or_else(|| {
-                        Error::bad_request(
-                            crate::error::ErrorCode::InvalidAccountsServer,
-                            "not a known Zoho accounts server",
-                        )
-                    })?;
-            }
-        }
-        // RFC 9207: a response from another issuer than the one the login went to is a mix-up.
-        if let Some(issuer) = &provider.issuer {
-            if params.iss.as_deref() != Some(issuer.as_str()) {
-                return Err(Error::bad_request(
-                    crate::error::ErrorCode::InvalidIssuer,
-                    match params.iss {
-                        None => "the provider's answer names no issuer (iss), but this provider must",
-                        Some(_) => "the provider's answer names another issuer (iss) than the one the login went to",
-                    },
-                ));
-            }
-        }
-        if let Some(error) = params.error {
-            return Err(Error::bad_request(
-                crate::error::ErrorCode::LoginRefused,
-                format!(
-                    "the provider reported `{}`",
-                    error.chars().take(64).collect::<String>()
-                ),
-            ));
-        }
-        let code = params.code.ok_or_else(|| {
-            Error::bad_request(
-                crate::error::ErrorCode::InvalidCode,
-                "the provider sent no code",
-            )
-        })?;
-        let (client_id, client_secret) = match (&provider.client_id, &provider.client_secret) {
-            (Some(id), secret) => (id.clone(), secret.as_ref()),
-            (None, _) => {
-                return Err(Error::Provider(format!(
-                    "providers.{}.client_id is not configured",
-                    provider.key
-                )))
-            }
-        };
-        let grant = self
-            .inner
-            .client
-            .exchange_code(
-                &provider,
-                &ClientCredentials {
-                    client_id: &client_id,
-                    client_secret,
-                },
-                &code,
-                Some(&login.redirect_uri),
-                login.code_verifier.as_ref().filter(|_| provider.pkce),
-            )
-            .await
-            .map_err(exchange_error)?;
-        let partial = self.granted_token(
-            &provider,
-            grant,
-            login.user_name,
-            login.tenant,
-            Some(client_id),
-            None,
-            None,
-            Some(login.redirect_uri),
-        );
-        let replaced = self.replaced_token(&Tenancy::Unrestricted, &partial).await;
-        let (token, _) = self.tokens().save(&Tenancy::Unrestricted, partial).await?;
-        self.revoke_replaced(replaced, &token, provider.clone());
-        crate::audit::note_token(token.id.as_str());
-        tracing::info!(token_id = %token.id, provider = %provider.key, caller = %login.caller, outcome = "connected", "finished a browser login");
-        Ok(CallbackOutcome {
-            token,
-            return_to: login.return_to,
-        })
     }
 
     /// Revokes the token at its provider, then removes it. A provider that is down leaves the

@@ -4,6 +4,8 @@
 mod access;
 pub mod background;
 pub mod client;
+mod connect;
+mod identity;
 mod login;
 pub mod providers;
 
@@ -12,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use client::{OAuthClient, ProviderError, RetryPolicy, TokenGrant};
-pub use login::{AuthorizeRequest, CallbackOutcome, CallbackParams, ExchangeRequest};
+pub use connect::{
+    CallbackParams, ConnectRequest, LoginFailure, LoginResult, OpenResult, RETURN_TO_MAX,
+};
+pub use login::ExchangeRequest;
 pub use providers::{Provider, ProviderRegistry};
 
 use crate::config::OAuthSettings;
@@ -26,20 +31,24 @@ pub struct EngineSettings {
     pub public_url: url::Url,
     pub state_ttl_ms: i64,
     pub lease_ms: i64,
-    pub refresh_budget: i64,
-    pub budget_window_ms: i64,
     pub default_min_validity_ms: i64,
+    /// Where a connect session's `return_to` may point: these origins and `public_url`'s own.
+    pub return_to_origins: Vec<url::Origin>,
 }
 
 impl EngineSettings {
     pub fn from_config(s: &OAuthSettings) -> anyhow::Result<Self> {
+        let public_url = url::Url::parse(&s.public_url)?;
+        let mut return_to_origins = vec![public_url.origin()];
+        for origin in &s.return_to_origins {
+            return_to_origins.push(url::Url::parse(origin)?.origin());
+        }
         Ok(Self {
-            public_url: url::Url::parse(&s.public_url)?,
+            public_url,
             state_ttl_ms: (s.state_ttl_secs * 1000) as i64,
             lease_ms: (s.refresh_lease_secs * 1000) as i64,
-            refresh_budget: i64::from(s.refresh_budget),
-            budget_window_ms: (s.refresh_budget_window_secs * 1000) as i64,
             default_min_validity_ms: (s.default_min_validity_secs * 1000) as i64,
+            return_to_origins,
         })
     }
 }

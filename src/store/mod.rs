@@ -9,8 +9,8 @@
 mod audit;
 mod columns;
 mod refresh;
+mod sessions;
 mod sql;
-mod states;
 mod tokens;
 
 use std::str::FromStr;
@@ -22,8 +22,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use audit::{AuditFilter, AuditRow};
 pub use refresh::{BudgetRefusal, DueToken};
+pub use sessions::{SessionRow, SESSION_AFTERLIFE_MS};
 pub use sql::Arg;
-pub use states::StateRow;
 pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
 
 /// Which database a URL names.

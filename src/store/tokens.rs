@@ -37,6 +37,12 @@ table! {
         /// Changes with every write of the row: random on insert, incremented by the database
         /// on each update (the value a caller sets is ignored).
         pub version: i64 [INSERT],
+        /// Who logged in (the provider's subject, email and name) and the scopes granted,
+        /// space-separated: the broker's, from a login or an exchange.
+        pub subject: Option<String> [INSERT, UPDATE],
+        pub email: Option<String> [INSERT, UPDATE],
+        pub display_name: Option<String> [INSERT, UPDATE],
+        pub scopes: Option<String> [INSERT, UPDATE],
     }
 }
 
@@ -139,7 +145,7 @@ pub enum TenantFilter {
 
 impl TenantFilter {
     /// Which of a statement's two forms to run ([any tenant, one tenant]), and its parameter.
-    fn pick<'a, T>(&'a self, forms: &'a [T; 2]) -> (&'a T, Option<Arg>) {
+    pub(super) fn pick<'a, T>(&'a self, forms: &'a [T; 2]) -> (&'a T, Option<Arg>) {
         match self {
             Self::Any => (&forms[0], None),
             Self::Only(t) => (&forms[1], Some(Arg::from(t.as_str()))),

@@ -189,6 +189,8 @@ mod tests {
             redirect_url: None,
             api_domain: None,
             status: TokenStatus::Active,
+            identity: None,
+            scopes: None,
             created_at: 0,
             updated_at: 0,
         })

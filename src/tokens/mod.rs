@@ -1,7 +1,7 @@
 //! The six TokenStore operations with their matching and upsert rules, over the encrypted store.
 
 mod cache;
-mod login_states;
+mod connect_sessions;
 mod matching;
 mod refresh;
 mod rotation;
@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 
 use cache::{AccessCache, Lookup};
-pub use login_states::PendingLogin;
+pub use connect_sessions::{ConnectSession, NewSession, Opened, SessionStatus};
 pub use matching::{match_rule, MatchRule};
 pub use refresh::{BudgetKey, BudgetRefusal, DueToken, RefreshLease};
 pub use rotation::RotationReport;
@@ -398,4 +398,12 @@ fn drop_unanswered(
     for gone in asked.iter().filter(|id| !answered.contains(*id)) {
         cache.drop_entry(gone);
     }
+}
+
+/// `bytes` random bytes, base64url without padding: link secrets, states, verifiers, cookies.
+pub fn random_b64(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    B64URL.encode(buf)
 }

@@ -2,7 +2,7 @@
 
 use super::tenancy;
 use crate::crypto::KeyRing;
-use crate::domain::{ProviderKey, Secret, Token, TokenId, TokenStatus, UserName};
+use crate::domain::{Identity, ProviderKey, Secret, Token, TokenId, TokenStatus, UserName};
 use crate::error::Result;
 use crate::store::TokenRow;
 
@@ -40,6 +40,10 @@ pub fn seal(keys: &KeyRing, t: &Token) -> TokenRow {
         created_at: t.created_at,
         updated_at: t.updated_at,
         version: 0,
+        subject: t.identity.as_ref().map(|i| i.subject.clone()),
+        email: t.identity.as_ref().and_then(|i| i.email.clone()),
+        display_name: t.identity.as_ref().and_then(|i| i.name.clone()),
+        scopes: t.scopes.as_ref().map(|s| s.join(" ")),
     }
 }
 
@@ -72,6 +76,15 @@ pub fn open(keys: &KeyRing, row: TokenRow) -> Result<Token> {
         redirect_url: row.redirect_url.clone(),
         api_domain: row.api_domain.clone(),
         status: TokenStatus::parse(&row.status).map_err(|_| corrupt("status"))?,
+        identity: row.subject.clone().map(|subject| Identity {
+            subject,
+            email: row.email.clone(),
+            name: row.display_name.clone(),
+        }),
+        scopes: row
+            .scopes
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect()),
         created_at: row.created_at,
         updated_at: row.updated_at,
     })

@@ -131,6 +131,8 @@ impl TokenService {
             redirect_url: p.redirect_url.clone(),
             api_domain: p.api_domain.clone(),
             status: p.status.unwrap_or(TokenStatus::Active),
+            identity: p.identity.clone(),
+            scopes: p.scopes.clone(),
             created_at: now,
             updated_at: now,
         })
@@ -183,7 +185,9 @@ pub fn merge(mut t: Token, p: &PartialToken, now: i64) -> Token {
         grant_token,
         expiry_time,
         redirect_url,
-        api_domain
+        api_domain,
+        identity,
+        scopes
     );
     if let Some(provider) = &p.provider {
         t.provider = provider.clone();

@@ -14,7 +14,8 @@ use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
 /// A client for one broker at `base` (`http://127.0.0.1:<port>`). Redirects are not followed:
-/// the login endpoints answer 302s that tests look at.
+/// the login endpoints answer 302s that tests look at. It keeps cookies like a browser, so the
+/// cookie a connect link sets comes back with the callback; [`ApiClient::other_browser`] has none.
 #[derive(Clone)]
 pub struct ApiClient {
     pub base: String,
@@ -65,9 +66,43 @@ impl ApiClient {
             base: base.into(),
             http: Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
                 .build()
                 .expect("a reqwest client with the default TLS setup"),
         }
+    }
+
+    /// A client for the same broker with a cookie jar of its own: another browser.
+    pub fn other_browser(&self) -> Self {
+        Self::new(self.base.clone())
+    }
+
+    /// `POST /v1/connect/sessions`: a link for a person to connect an account.
+    pub fn create_session(&self, jwt: &str, body: &Value) -> Call {
+        Call(
+            self.http
+                .post(self.url("/v1/connect/sessions"))
+                .bearer_auth(jwt)
+                .json(body),
+        )
+    }
+
+    /// `GET /v1/connect/sessions/{id}`.
+    pub fn session(&self, jwt: &str, id: &str) -> Call {
+        Call(
+            self.http
+                .get(self.url(&format!("/v1/connect/sessions/{id}")))
+                .bearer_auth(jwt),
+        )
+    }
+
+    /// A person opens a connect link (`/connect/…`, whatever host the link names: the broker's
+    /// `public_url` need not be this client's base). 302 to the provider, with the cookie.
+    pub fn open_link(&self, connect_url: &str) -> Call {
+        let path = url::Url::parse(connect_url)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|_| connect_url.to_owned());
+        Call(self.http.get(self.url(&path)))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -91,7 +91,7 @@ async fn a_broker_killed_mid_refresh_loses_no_token(backend: Backend) {
         ids.push(t["id"].as_str().unwrap().to_owned());
     }
     let config = format!(
-        "{}[oauth]\nrefresh_lease_secs = 1\nretry_min_delay_ms = 10\nretry_max_delay_ms = 20\nrefresh_budget = 1000000\n[oauth.background]\nenabled = false\n\
+        "{}[oauth]\nrefresh_lease_secs = 1\nretry_min_delay_ms = 10\nretry_max_delay_ms = 20\n[oauth.background]\nenabled = false\n\
          [providers.fake]\nkind = 'oauth2'\nauthorize_url = '{uri}/authorize'\ntoken_url = '{uri}/token'\nclient_id = 'fake-client'\nclient_secret = 'x'\n",
         shared_config(&app.settings),
         uri = fake.uri()

@@ -267,6 +267,7 @@ impl Interop {
             s.server.port = broker_port;
             s.oauth.public_url = public_url.clone();
             s.oauth.background.enabled = false;
+            s.oauth.return_to_origins = vec!["http://127.0.0.1:9".into()];
             s.providers.insert(
                 PROVIDER.into(),
                 ProviderSettings {
@@ -313,11 +314,20 @@ impl Interop {
             .app
             .authorize(&self.app.jwt("tokens:write"), &client::query(&params))
             .await;
-        // 302 Found, as API.md says.
+        // 302 Found, as API.md says: to the connect link, which binds the login to the browser
+        // that opens it.
         assert_eq!(start.status(), StatusCode::FOUND, "authorize");
+        let browser = Client::builder()
+            .cookie_store(true)
+            .redirect(redirect::Policy::none())
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap();
+        let opened = browser.get(location(&start)).send().await.unwrap();
+        assert_eq!(opened.status(), StatusCode::FOUND, "the connect link");
 
         // The broker sends the browser to the provider with state, PKCE S256 and the settings.
-        let mut at = location(&start);
+        let mut at = location(&opened);
         assert!(at.starts_with(&self.provider.url("/auth?")), "{at}");
         let authorize = query_of(&at);
         assert_eq!(authorize["response_type"], "code");
@@ -332,12 +342,6 @@ impl Interop {
         let state = authorize["state"].clone();
 
         // The provider's interaction: /auth → /interaction/<uid> → /auth/<uid> → redirect_uri.
-        let browser = Client::builder()
-            .cookie_store(true)
-            .redirect(redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .build()
-            .unwrap();
         for _ in 0..8 {
             if at.starts_with(&self.callback) {
                 break;
@@ -367,7 +371,7 @@ impl Interop {
         let html = page.text().await.unwrap();
         assert!(html.contains("Account connected"), "{html}");
         let token = self.stored(user).await;
-        assert!(html.contains(str_of(&token, "id")), "{html}");
+        assert!(html.contains(user), "{html}");
         token
     }
 
@@ -460,13 +464,16 @@ async fn login_access_refresh_rotation_and_revoke_with_client_secret_basic() {
 
     // A browser login through the broker stores alice's token.
     let (callback_url, page) = it.login(ALICE, None).await;
-    assert_eq!(page.status(), StatusCode::OK);
+    let status = page.status();
+    if status != StatusCode::OK {
+        panic!("{status}: {}", page.text().await.unwrap());
+    }
     assert_html(&page);
     let html = page.text().await.unwrap();
     assert!(html.contains("Account connected"), "{html}");
     let token = it.stored(ALICE).await;
     let id = str_of(&token, "id").to_owned();
-    assert!(html.contains(&id), "{html}");
+    assert!(html.contains(ALICE), "{html}");
     assert_eq!(token["provider"], PROVIDER);
     assert_eq!(token["status"], "active");
     assert_eq!(token["user_name"], ALICE);
@@ -493,8 +500,8 @@ async fn login_access_refresh_rotation_and_revoke_with_client_secret_basic() {
     let status = replay.status();
     assert_html(&replay);
     let html = replay.text().await.unwrap();
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
-    assert!(html.contains("Login failed"), "{html}");
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("already used"), "{html}");
     assert_eq!(it.app.count().await, 1);
     assert_eq!(it.stored(ALICE).await, token);
     it.assert_works(&access, ALICE).await;

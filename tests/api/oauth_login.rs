@@ -1,5 +1,7 @@
-//! The browser login (`/v1/oauth/authorize` → provider → `/v1/oauth/callback`): PKCE, the
-//! caller's tenant, one use per state, RFC 9207 issuer checks, and authorize's input checks.
+//! The browser login (a connect session → its link, opened in a browser → provider →
+//! `/v1/oauth/callback`): PKCE, the caller's tenant, one use per link and state, the binding to the
+//! browser that opened the link, return_to's checks, RFC 9207 issuer checks, and authorize's input
+//! checks.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,14 +18,38 @@ use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 crate::on_every_backend!(
     the_browser_login_stores_the_token_once,
     a_login_answer_from_another_issuer_is_refused,
+    a_login_finished_in_another_browser_is_refused,
+    a_connect_session_reports_how_the_login_ended,
+    return_to_is_checked_and_hears_about_failures,
 );
 
-/// Follows the broker's authorize redirect; returns (state, code_challenge, redirect_uri).
+/// The origin the tests' return_to URLs use.
+const PORTAL: &str = "https://portal.example.com";
+
+/// Follows the broker's authorize redirect to the connect link and opens it (as `app`'s own
+/// browser); returns (state, code_challenge, redirect_uri).
 async fn start_login(app: &TestApp, query: &str) -> (String, String, String) {
     let r = app
         .authorize(&app.jwt_for("portal", "tokens:write", Some("acme")), query)
         .await;
     assert_eq!(r.status(), StatusCode::FOUND, "{:?}", r.text().await);
+    let link = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(link.contains("/connect/"), "{link}");
+    let (state, challenge, redirect_uri, scope) = open_link(app, &link).await;
+    assert_eq!(scope, "openid offline_access");
+    (state, challenge, redirect_uri)
+}
+
+/// Opens a connect link in `app`'s browser: 302 to the provider with the binding cookie.
+/// Returns (state, code_challenge, redirect_uri, scope).
+async fn open_link(app: &TestApp, link: &str) -> (String, String, String, String) {
+    let r = app.open_link(link).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "{:?}", r.text().await);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let q: std::collections::HashMap<String, String> =
         location.query_pairs().into_owned().collect();
@@ -31,18 +57,27 @@ async fn start_login(app: &TestApp, query: &str) -> (String, String, String) {
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["client_id"], CLIENT_ID);
     assert_eq!(q["code_challenge_method"], "S256");
-    assert_eq!(q["scope"], "openid offline_access");
     assert_eq!(q["prompt"], "consent");
     (
         q["state"].clone(),
         q["code_challenge"].clone(),
         q["redirect_uri"].clone(),
+        q["scope"].clone(),
     )
+}
+
+/// A broker on `fake` whose return_to may point at [`PORTAL`].
+async fn app_with_portal(backend: Backend, fake: &FakeProvider) -> TestApp {
+    spawn_app_with(backend, |s| {
+        with_fake(s, fake, "client_secret_basic");
+        s.oauth.return_to_origins = vec![PORTAL.into()];
+    })
+    .await
 }
 
 async fn the_browser_login_stores_the_token_once(backend: Backend) {
     let fake = FakeProvider::start().await;
-    let app = app_with(backend, &fake).await;
+    let app = app_with_portal(backend, &fake).await;
     let (state, challenge, redirect_uri) = start_login(
         &app,
         "?provider=fake&user_name=carol@example.com&return_to=https://portal.example.com/done",
@@ -95,11 +130,15 @@ async fn the_browser_login_stores_the_token_once(backend: Backend) {
     assert_eq!(t["tenant"], "acme");
     assert_eq!(t["provider"], "fake");
 
-    // The same state again: refused, nothing stored, no second exchange.
+    // The same state again: refused (back to return_to with the reason), nothing stored, no
+    // second exchange.
     let r = app.callback(&callback).await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let page = r.text().await.unwrap();
-    assert!(page.contains("already used"), "{page}");
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let again = r.headers()["location"].to_str().unwrap();
+    assert!(
+        again.ends_with("status=failed&error=already_used"),
+        "{again}"
+    );
     let r = app.callback("?code=x&state=forged").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(app.count().await, 1);
@@ -113,11 +152,174 @@ async fn the_browser_login_stores_the_token_once(backend: Backend) {
         .await;
     let r = app.callback(&format!("?code=c2&state={state}")).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<strong>dave@example.com</strong> is now connected to"),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-outcome="connected""#), "{page}");
+}
+
+/// A callback is only taken from the browser that opened the session's link: someone who gets
+/// hold of the provider's answer (a forwarded link, a login they started and sent to a victim)
+/// cannot finish it elsewhere.
+async fn a_login_finished_in_another_browser_is_refused(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = app_with(backend, &fake).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(grant("at-x", Some("rt-x"), 3600)))
+        .mount(&fake.server)
+        .await;
+    let (state, _, _) = start_login(&app, "?provider=fake&user_name=claimed@example.com").await;
+    let elsewhere = app.other_browser();
+    let r = elsewhere
+        .callback(&format!("?code=the-code&state={state}"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = r.text().await.unwrap();
+    assert!(page.contains(r#"data-outcome="other-browser""#), "{page}");
+    assert_eq!(
+        fake.calls("authorization_code").await,
+        0,
+        "no code exchanged"
+    );
+    assert_eq!(app.count().await, 0);
+    // Nor can the right browser finish it afterwards: the attempt ended the session.
+    let r = app.callback(&format!("?code=the-code&state={state}")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(app.count().await, 0);
+}
+
+/// `POST /v1/connect/sessions` and `GET /v1/connect/sessions/{id}`: a service creates a session,
+/// sends the person to its link (which opens once) and reads how the login ended.
+async fn a_connect_session_reports_how_the_login_ended(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = app_with(backend, &fake).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(grant("at-s", Some("rt-s"), 3600)))
+        .mount(&fake.server)
+        .await;
+    let jwt = app.jwt_for("portal", "tokens:write tokens:read", Some("acme"));
+    let r = app
+        .create_session(
+            &jwt,
+            &serde_json::json!({ "provider": "fake", "user_name": "sam@example.com", "scopes": ["openid"] }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["scopes"], serde_json::json!(["openid"]));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let link = created["connect_url"].as_str().unwrap().to_owned();
+
+    let (state, _, _, scope) = open_link(&app, &link).await;
+    assert_eq!(scope, "openid");
+    let seen: Value = app.session(&jwt, &id).await.json().await.unwrap();
+    assert_eq!(seen["status"], "opened");
+    assert!(seen.get("connect_url").is_none(), "the link is shown once");
+    // The link opens once: a second visit (this browser or another) is told so.
+    let again = app.other_browser().open_link(&link).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert!(again
         .text()
         .await
         .unwrap()
-        .contains("dave@example.com is now connected to fake"));
+        .contains(r#"data-outcome="used""#));
+
+    let r = app.callback(&format!("?code=c&state={state}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: Value = app.session(&jwt, &id).await.json().await.unwrap();
+    assert_eq!(done["status"], "connected");
+    let token: Value = app
+        .get_token(&jwt, done["token_id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["user_name"], "sam@example.com");
+    assert_eq!(token["scopes"], serde_json::json!(["openid"]));
+    assert_eq!(token["refreshable"], true);
+
+    // Another tenant's caller cannot see it; a scope the provider does not allow is refused.
+    let other = app.jwt_for("portal", "tokens:read tokens:write", Some("globex"));
+    assert_eq!(
+        app.session(&other, &id).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .create_session(
+            &jwt,
+            &serde_json::json!({ "provider": "fake", "scopes": ["admin"] }),
+        )
+        .await;
+    let (status, body) = error_of(r).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "scopes");
+    // An unknown link is a page, not JSON.
+    let r = app.open_link("/connect/not-a-link").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("<!doctype html>"));
+}
+
+/// return_to: only allowed origins, never user info or backslash tricks, at most 2048
+/// characters (a 422, never a 500, on every database); a failed login goes back there too, with
+/// the error's code.
+async fn return_to_is_checked_and_hears_about_failures(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = app_with_portal(backend, &fake).await;
+    let jwt = app.jwt("tokens:write");
+    let long = format!("{PORTAL}/{}", "a".repeat(2100));
+    for bad in [
+        "https:\\\\evil.example/",
+        "http://x@evil.example/",
+        "https://portal.example.com@evil.example/",
+        "https://evil.example/done",
+        "javascript:alert(1)",
+        "/relative",
+        long.as_str(),
+    ] {
+        let r = app
+            .create_session(
+                &jwt,
+                &serde_json::json!({ "provider": "fake", "return_to": bad }),
+            )
+            .await;
+        let (status, body) = error_of(r).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(body["field"], "return_to", "{bad}");
+    }
+    assert_eq!(
+        app.authorize(
+            &jwt,
+            &client::query(&[("provider", "fake"), ("return_to", &long)])
+        )
+        .await
+        .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // A person who declines at the provider is sent back with the reason's code.
+    let (state, _, _) = start_login(
+        &app,
+        &client::query(&[
+            ("provider", "fake"),
+            ("return_to", &format!("{PORTAL}/done")),
+        ]),
+    )
+    .await;
+    let r = app
+        .callback(&format!("?error=access_denied&state={state}"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<String, String> = back.query_pairs().into_owned().collect();
+    assert_eq!(back.origin().ascii_serialization(), PORTAL);
+    assert_eq!(q["status"], "failed");
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(app.count().await, 0);
 }
 
 /// RFC 9207: with `providers.<key>.issuer` set, the callback's `iss` must name that issuer, so a
@@ -178,7 +380,7 @@ async fn authorize_can_answer_json_and_rejects_bad_input() {
     assert!(body["authorize_url"]
         .as_str()
         .unwrap()
-        .starts_with(&fake.uri()));
+        .contains("/connect/"));
 
     for (query, field) in [
         ("?provider=nope", "provider"),
@@ -193,4 +395,11 @@ async fn authorize_can_answer_json_and_rejects_bad_input() {
     // No caller JWT.
     let r = app.get_public("/v1/oauth/authorize?provider=fake").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A person who opens it in a browser gets a page that explains, not JSON.
+    let r = app
+        .get_public("/v1/oauth/authorize?provider=fake")
+        .header("accept", "text/html,application/xhtml+xml")
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("for applications"));
 }

@@ -113,7 +113,7 @@ async fn the_refresh_budget_stops_calls_to_the_provider(backend: Backend) {
     fake.on_refresh(200, grant("at-short", None, 0), 0).await;
     let app = spawn_app_with(backend, |s| {
         with_fake(s, &fake, "client_secret_basic");
-        s.oauth.refresh_budget = 2;
+        s.providers.get_mut("fake").unwrap().refresh_budget = Some(2);
     })
     .await;
     let id = seed(&app, -1000).await;

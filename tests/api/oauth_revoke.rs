@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::fake_provider::{app_with, grant, seed, FakeProvider};
-use crate::helpers::{error_of, Backend};
+use crate::fake_provider::{app_with, grant, seed, with_fake, FakeProvider};
+use crate::helpers::{error_of, spawn_app_with, Backend};
 
 crate::on_every_backend!(revoke_removes_the_token_at_the_provider_and_here);
 
@@ -55,8 +55,24 @@ async fn revoke_removes_the_token_at_the_provider_and_here(backend: Backend) {
     );
 }
 
+/// Where each refresh token is a grant of its own (Zoho; `revoke_replaced = true`), a new login
+/// revokes the one it replaces, so it does not stay valid at the provider.
 #[tokio::test]
-async fn a_new_login_revokes_the_grant_it_replaces() {
+async fn a_new_login_revokes_the_grant_it_replaces_where_grants_are_per_token() {
+    assert_eq!(relogin_revocations(Some(true)).await.len(), 1);
+}
+
+/// Elsewhere (the default for `oauth2` and `oidc`), the provider keeps one grant per user and
+/// client: the new tokens belong to the grant the old refresh token would revoke, so it is left
+/// alone.
+#[tokio::test]
+async fn a_new_login_never_revokes_a_grant_the_provider_shares_with_it() {
+    let revoked = relogin_revocations(None).await;
+    assert!(revoked.is_empty(), "{} revocations", revoked.len());
+}
+
+/// Logs the same user in twice (by exchange) and returns the revocation calls that followed.
+async fn relogin_revocations(revoke_replaced: Option<bool>) -> Vec<wiremock::Request> {
     let fake = FakeProvider::start().await;
     Mock::given(method("POST"))
         .and(path("/token"))
@@ -75,7 +91,11 @@ async fn a_new_login_revokes_the_grant_it_replaces() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&fake.server)
         .await;
-    let app = app_with(Backend::Sqlite, &fake).await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        with_fake(s, &fake, "client_secret_basic");
+        s.providers.get_mut("fake").unwrap().revoke_replaced = revoke_replaced;
+    })
+    .await;
     let exchange = |code: &'static str| {
         let app = &app;
         async move {
@@ -93,17 +113,19 @@ async fn a_new_login_revokes_the_grant_it_replaces() {
     let second = exchange("second").await;
     assert_eq!(first["id"], second["id"], "the same user's token, updated");
     let mut revoked = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..20 {
         revoked = fake.requests_to("/revoke").await;
         if !revoked.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(revoked.len(), 1);
-    let form = String::from_utf8_lossy(&revoked[0].body).to_string();
-    assert!(
-        form.contains("token=rt-A") && !form.contains("rt-B"),
-        "{form}"
-    );
+    for r in &revoked {
+        let form = String::from_utf8_lossy(&r.body).to_string();
+        assert!(
+            form.contains("token=rt-A") && !form.contains("rt-B"),
+            "{form}"
+        );
+    }
+    revoked
 }

@@ -49,7 +49,7 @@ async fn one_refresh_token_stored_twice_shares_one_budget(backend: Backend) {
     fake.on_refresh(200, grant("at-short", None, 0), 0).await;
     let app = spawn_app_with(backend, |s| {
         with_fake(s, &fake, "client_secret_basic");
-        s.oauth.refresh_budget = 2;
+        s.providers.get_mut("fake").unwrap().refresh_budget = Some(2);
     })
     .await;
     // The same refresh credential in two tenants (a re-import, two environments, ...).
@@ -110,7 +110,7 @@ async fn a_forced_refresh_past_the_budget_is_refused_with_retry_after(backend: B
     fake.on_refresh(200, grant("at-new", None, 3600), 0).await;
     let app = spawn_app_with(backend, |s| {
         with_fake(s, &fake, "client_secret_basic");
-        s.oauth.refresh_budget = 1;
+        s.providers.get_mut("fake").unwrap().refresh_budget = Some(1);
     })
     .await;
     let id = seed(

@@ -13,10 +13,27 @@ pub struct ClientCredentials<'a> {
 }
 
 /// Where a provider's endpoints are.
-pub(super) struct Endpoints {
+#[derive(Debug, Clone)]
+pub struct Endpoints {
     pub authorize: Url,
     pub token: Url,
     pub revoke: Option<Url>,
+    /// Where the account behind an access token can be asked for (Zoho's user info, OIDC's
+    /// userinfo).
+    pub userinfo: Option<Url>,
+    /// The keys id_tokens are signed with (OpenID Connect).
+    pub jwks: Option<Url>,
+}
+
+/// How a kind of provider says who logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// It does not: the login's identity is unknown.
+    None,
+    /// A signed id_token in the token answer (OpenID Connect), verified against the JWKS.
+    IdToken,
+    /// Its user-info endpoint, called with the new access token under this authorization scheme.
+    UserInfo(&'static str),
 }
 
 /// What one kind of provider does its own way. The defaults are RFC 6749's; a kind overrides
@@ -63,5 +80,10 @@ pub(super) trait Dialect: std::fmt::Debug + Send + Sync {
     /// `accounts-server`); `None` for kinds without one.
     fn accounts_server(&self) -> Option<&Url> {
         None
+    }
+
+    /// How a login learns who logged in.
+    fn identity(&self) -> IdentitySource {
+        IdentitySource::None
     }
 }

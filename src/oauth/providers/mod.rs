@@ -9,6 +9,7 @@
 
 mod dialect;
 mod oauth2;
+mod oidc;
 mod zoho;
 
 use std::collections::BTreeMap;
@@ -18,46 +19,74 @@ use reqwest::RequestBuilder;
 use url::Url;
 
 pub use crate::config::ZOHO_DATA_CENTERS;
-use crate::config::{KindConfig, ProviderConfig};
+use crate::config::{KindConfig, ProviderConfig, RefreshBudget};
 use crate::domain::{ProviderKey, Secret};
-pub use dialect::ClientCredentials;
-use dialect::{Dialect, Endpoints};
+use dialect::Dialect;
+pub use dialect::{ClientCredentials, Endpoints, IdentitySource};
+pub use oidc::{Discovery, DiscoveryError};
 
 /// A provider the broker can talk to.
 #[derive(Debug)]
 pub struct Provider {
     pub key: ProviderKey,
-    pub authorize_url: Url,
-    pub token_url: Url,
-    pub revoke_url: Option<Url>,
+    /// What the login pages call it.
+    pub display_name: String,
     pub client_id: Option<String>,
     pub client_secret: Option<Secret>,
+    /// What a login asks for when the connect session names no scopes.
     pub scopes: Vec<String>,
+    /// What a connect session may ask for.
+    pub allowed_scopes: Vec<String>,
     pub extra_authorize_params: Vec<(String, String)>,
     pub pkce: bool,
     /// RFC 9207 issuer identifier the login callback's `iss` must equal, when configured.
     pub issuer: Option<String>,
+    pub refresh_budget: Option<RefreshBudget>,
+    /// Refuse a login whose identity is not the session's user_name.
+    pub require_identity_match: bool,
+    /// Revoke the refresh token a new login for the same user replaces.
+    pub revoke_replaced: bool,
+    endpoints: EndpointSource,
     dialect: Box<dyn Dialect>,
+}
+
+/// Where a provider's endpoints come from.
+#[derive(Debug)]
+enum EndpointSource {
+    /// Configured (or a Zoho data center's).
+    Fixed(Arc<Endpoints>),
+    /// The issuer's discovery document (OpenID Connect).
+    Discovered(Box<Discovery>),
 }
 
 impl Provider {
     /// The provider a typed configuration describes.
     pub fn new(config: ProviderConfig) -> Self {
         let ProviderConfig { key, client, kind } = config;
+        let fixed = |(e, d): (Endpoints, Box<dyn Dialect>)| (EndpointSource::Fixed(Arc::new(e)), d);
         let (endpoints, dialect) = match kind {
-            KindConfig::Zoho { accounts_url } => zoho::build(accounts_url),
+            KindConfig::Zoho { accounts_url } => fixed(zoho::build(accounts_url)),
             KindConfig::OAuth2 {
                 authorize_url,
                 token_url,
                 revoke_url,
                 auth_method,
-            } => oauth2::build(
+            } => fixed(oauth2::build(
                 Endpoints {
                     authorize: authorize_url,
                     token: token_url,
                     revoke: revoke_url,
+                    userinfo: None,
+                    jwks: None,
                 },
                 auth_method,
+            )),
+            KindConfig::Oidc {
+                issuer,
+                auth_method,
+            } => (
+                EndpointSource::Discovered(Box::new(Discovery::new(issuer))),
+                oidc::dialect(auth_method),
             ),
         };
         // Configured parameters replace the kind's own of the same name.
@@ -70,17 +99,44 @@ impl Provider {
         extra.extend(client.extra_authorize_params);
         Self {
             key,
-            authorize_url: endpoints.authorize,
-            token_url: endpoints.token,
-            revoke_url: endpoints.revoke,
+            display_name: client.display_name,
             client_id: client.client_id,
             client_secret: client.client_secret,
             scopes: client.scopes,
+            allowed_scopes: client.allowed_scopes,
             extra_authorize_params: extra,
             pkce: client.pkce,
             issuer: client.issuer,
+            refresh_budget: client.refresh_budget,
+            require_identity_match: client.require_identity_match,
+            revoke_replaced: client.revoke_replaced,
+            endpoints,
             dialect,
         }
+    }
+
+    /// The provider's endpoints: configured, or from its issuer's discovery document.
+    pub async fn endpoints(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Arc<Endpoints>, DiscoveryError> {
+        match &self.endpoints {
+            EndpointSource::Fixed(e) => Ok(e.clone()),
+            EndpointSource::Discovered(d) => d.endpoints(http).await,
+        }
+    }
+
+    /// The issuer's discovery, for OpenID Connect providers (their id_token keys).
+    pub fn discovery(&self) -> Option<&Discovery> {
+        match &self.endpoints {
+            EndpointSource::Fixed(_) => None,
+            EndpointSource::Discovered(d) => Some(d),
+        }
+    }
+
+    /// How a login at this provider learns who logged in.
+    pub fn identity_source(&self) -> IdentitySource {
+        self.dialect.identity()
     }
 
     /// How the authorize URL joins the scopes (Zoho: commas; RFC 6749: spaces).
@@ -159,6 +215,15 @@ impl ProviderRegistry {
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)
     }
+
+    /// The longest refresh-budget window of any provider (at least the window credentials
+    /// without a budget are counted over): budgets older than that can be forgotten.
+    pub fn longest_budget_window_ms(&self) -> i64 {
+        self.providers
+            .values()
+            .filter_map(|p| p.refresh_budget.map(|b| b.window_ms))
+            .fold(600_000, i64::max)
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +243,59 @@ mod tests {
         r.get(&ProviderKey::parse(key).unwrap()).unwrap()
     }
 
+    fn fixed(p: &Provider) -> &Endpoints {
+        match &p.endpoints {
+            EndpointSource::Fixed(e) => e,
+            EndpointSource::Discovered(_) => panic!("{} is discovered", p.key),
+        }
+    }
+
+    #[test]
+    fn zoho_keeps_its_budget_and_says_who_logged_in() {
+        let r = registry(&[]);
+        let us = get(&r, "zoho-us");
+        assert_eq!(us.display_name, "Zoho (US)");
+        assert_eq!(
+            us.refresh_budget,
+            Some(RefreshBudget {
+                max: 10,
+                window_ms: 600_000
+            })
+        );
+        assert!(us.revoke_replaced);
+        assert_eq!(
+            us.identity_source(),
+            IdentitySource::UserInfo("Zoho-oauthtoken")
+        );
+    }
+
+    #[test]
+    fn an_oidc_provider_needs_only_its_issuer() {
+        let r = registry(&[(
+            "okta",
+            ProviderSettings {
+                kind: Some("oidc".into()),
+                issuer: Some("https://example.okta.com".into()),
+                client_id: Some("c".into()),
+                refresh_budget: Some(30),
+                ..Default::default()
+            },
+        )]);
+        let okta = get(&r, "okta");
+        assert!(okta.discovery().is_some());
+        assert_eq!(okta.identity_source(), IdentitySource::IdToken);
+        assert_eq!(okta.issuer.as_deref(), Some("https://example.okta.com"));
+        assert_eq!(
+            okta.scopes,
+            ["openid", "email", "profile", "offline_access"]
+        );
+        assert!(okta
+            .extra_authorize_params
+            .contains(&("prompt".into(), "consent".into())));
+        assert_eq!(okta.refresh_budget.map(|b| b.max), Some(30));
+        assert_eq!(okta.display_name, "example.okta.com");
+    }
+
     fn acme() -> ProviderSettings {
         ProviderSettings {
             kind: Some("oauth2".into()),
@@ -192,13 +310,15 @@ mod tests {
     fn every_zoho_data_center_is_built_in() {
         let r = registry(&[]);
         let eu = get(&r, "zoho-eu");
+        let eu = fixed(&eu);
+        assert_eq!(eu.token.as_str(), "https://accounts.zoho.eu/oauth/v2/token");
         assert_eq!(
-            eu.token_url.as_str(),
-            "https://accounts.zoho.eu/oauth/v2/token"
+            eu.revoke.as_ref().unwrap().as_str(),
+            "https://accounts.zoho.eu/oauth/v2/token/revoke"
         );
         assert_eq!(
-            eu.revoke_url.as_ref().unwrap().as_str(),
-            "https://accounts.zoho.eu/oauth/v2/token/revoke"
+            eu.userinfo.as_ref().unwrap().as_str(),
+            "https://accounts.zoho.eu/oauth/user/info"
         );
         let ca = r
             .zoho_by_accounts_server("https://accounts.zohocloud.ca")
@@ -244,8 +364,11 @@ mod tests {
     fn a_generic_provider_is_no_zoho() {
         let r = registry(&[("acme", acme())]);
         let acme = get(&r, "acme");
-        assert_eq!(acme.authorize_url.as_str(), "https://id.acme/auth");
-        assert!(acme.revoke_url.is_none());
+        assert_eq!(fixed(&acme).authorize.as_str(), "https://id.acme/auth");
+        assert!(fixed(&acme).revoke.is_none());
+        assert_eq!(acme.identity_source(), IdentitySource::None);
+        assert!(acme.refresh_budget.is_none(), "no budget unless configured");
+        assert!(!acme.revoke_replaced);
         assert_eq!(acme.scope_separator(), " ");
         assert!(!acme.takes_accounts_server());
         assert!(acme.pkce);

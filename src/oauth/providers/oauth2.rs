@@ -9,13 +9,15 @@ use reqwest::{header, RequestBuilder};
 use url::form_urlencoded::byte_serialize;
 use url::Url;
 
-use super::dialect::{ClientCredentials, Dialect, Endpoints};
+use super::dialect::{ClientCredentials, Dialect, Endpoints, IdentitySource};
 use crate::config::AuthMethod;
 use crate::domain::Secret;
 
 #[derive(Debug)]
-struct OAuth2 {
-    auth_method: AuthMethod,
+pub(super) struct OAuth2 {
+    pub auth_method: AuthMethod,
+    /// OpenID Connect: logins carry an id_token that says who logged in.
+    pub id_tokens: bool,
 }
 
 /// The dialect of a provider at `endpoints` that authenticates clients with `auth_method`.
@@ -23,7 +25,13 @@ pub(super) fn build(
     endpoints: Endpoints,
     auth_method: AuthMethod,
 ) -> (Endpoints, Box<dyn Dialect>) {
-    (endpoints, Box::new(OAuth2 { auth_method }))
+    (
+        endpoints,
+        Box::new(OAuth2 {
+            auth_method,
+            id_tokens: false,
+        }),
+    )
 }
 
 /// `request` with `form` as its body and the client authenticated by `method`.
@@ -62,6 +70,14 @@ pub(super) fn authenticate(
 }
 
 impl Dialect for OAuth2 {
+    fn identity(&self) -> IdentitySource {
+        if self.id_tokens {
+            IdentitySource::IdToken
+        } else {
+            IdentitySource::None
+        }
+    }
+
     fn token_request(
         &self,
         request: RequestBuilder,

@@ -8,7 +8,7 @@
 use reqwest::RequestBuilder;
 use url::Url;
 
-use super::dialect::{ClientCredentials, Dialect, Endpoints};
+use super::dialect::{ClientCredentials, Dialect, Endpoints, IdentitySource};
 use super::oauth2;
 use crate::config::AuthMethod;
 use crate::domain::Secret;
@@ -32,11 +32,19 @@ pub(super) fn build(accounts: Url) -> (Endpoints, Box<dyn Dialect>) {
         authorize: at("/oauth/v2/auth"),
         token: at("/oauth/v2/token"),
         revoke: Some(at("/oauth/v2/token/revoke")),
+        userinfo: Some(at("/oauth/user/info")),
+        jwks: None,
     };
     (endpoints, Box::new(Zoho { accounts }))
 }
 
 impl Dialect for Zoho {
+    fn identity(&self) -> IdentitySource {
+        // `GET /oauth/user/info` answers {ZUID, Email, Display_Name, …} for the access token
+        // (with the AaaServer.profile.Read scope).
+        IdentitySource::UserInfo("Zoho-oauthtoken")
+    }
+
     fn fixed_authorize_params(&self) -> &'static [(&'static str, &'static str)] {
         // Without both, Zoho grants no refresh token (or only on the first consent).
         &[("access_type", "offline"), ("prompt", "consent")]
