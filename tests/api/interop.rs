@@ -123,9 +123,9 @@ fn ensure_npm_packages() {
 }
 
 /// A running `server.mjs`, stopped on drop. Its stderr log is kept and printed if the test fails.
-struct OidcProvider {
+pub struct OidcProvider {
     /// `http://127.0.0.1:<port>`, from the READY line.
-    issuer: String,
+    pub issuer: String,
     child: Child,
     /// The server exits when its stdin closes, so this stays open as long as it should run.
     stdin: Option<ChildStdin>,
@@ -135,9 +135,19 @@ struct OidcProvider {
 impl OidcProvider {
     /// Starts the server on a free port (blocking: call it from `spawn_blocking`).
     fn start(redirect_uri: &str, access_token_ttl_secs: u32) -> Self {
+        Self::start_with(redirect_uri, access_token_ttl_secs, &[])
+    }
+
+    /// Like `start`, with more of the harness's settings (e.g. `INTERACTIVE=1`).
+    pub fn start_with(
+        redirect_uri: &str,
+        access_token_ttl_secs: u32,
+        env: &[(&str, &str)],
+    ) -> Self {
         ensure_npm_packages();
         let mut child = Command::new("node")
             .args(["server.mjs", "0"])
+            .envs(env.iter().copied())
             .current_dir(harness_dir())
             .env("REDIRECT_URIS", redirect_uri)
             .env("ACCESS_TOKEN_TTL", access_token_ttl_secs.to_string())
@@ -200,7 +210,7 @@ impl Drop for OidcProvider {
 
 /// A port that was free a moment ago: the provider must know the broker's callback URL (its
 /// registered redirect_uri) before the broker starts.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")

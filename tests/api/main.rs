@@ -18,6 +18,7 @@ mod fake_zoho;
 mod helpers;
 
 mod auth;
+mod browser;
 mod cli;
 mod deploy;
 mod encryption;

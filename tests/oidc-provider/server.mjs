@@ -61,6 +61,21 @@ const STRICT_CLIENT_AUTH = process.env.STRICT_CLIENT_AUTH !== '0';
 // Scope names accepted (and auto-granted) besides openid and offline_access,
 // space or comma separated. Unlisted scopes are silently dropped by the library.
 const EXTRA_SCOPES = (process.env.EXTRA_SCOPES || '').split(/[\s,]+/).filter(Boolean);
+// INTERACTIVE=1: /interaction/:uid shows a login form and a consent page (for a
+// browser), and refresh tokens follow the library's default (only when
+// offline_access was granted). Otherwise every interaction is auto-approved.
+const INTERACTIVE = process.env.INTERACTIVE === '1';
+// ID_TOKEN_CLAIMS=1: the ID token also carries the claims of the granted scopes
+// (email, email_verified, name), as many real providers do. By default the
+// library follows OIDC Core 5.4: in the code flow they come from userinfo only,
+// and the ID token has just `sub`.
+const ID_TOKEN_CLAIMS = process.env.ID_TOKEN_CLAIMS === '1';
+for (const name of ['INTERACTIVE', 'ID_TOKEN_CLAIMS']) {
+  if (!['', '0', '1'].includes(process.env[name] ?? '')) {
+    log(`invalid ${name}=${process.env[name]}: must be 0 or 1`);
+    process.exit(2);
+  }
+}
 
 // ------------------------------------------------------------- the clients --
 const baseClient = {
@@ -103,11 +118,23 @@ const configuration = {
     // random per process; cookies are signed (each cookie gets a `<name>.sig` twin)
     keys: [crypto.randomBytes(32).toString('base64url')],
   },
-  scopes: ['openid', 'offline_access', ...EXTRA_SCOPES],
-  claims: { openid: ['sub'] },
-  // Any account id exists; its only claim is `sub`.
+  scopes: ['openid', 'offline_access', 'email', 'profile', ...EXTRA_SCOPES],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  // Any account id exists. Its claims: sub, email (the id itself when it has an
+  // '@', else <id>@example.com), email_verified, name (the part before '@').
+  // The library hands out only those of the granted scopes.
   async findAccount(_ctx, sub) {
-    return { accountId: sub, async claims() { return { sub }; } };
+    return {
+      accountId: sub,
+      async claims() {
+        return {
+          sub,
+          email: sub.includes('@') ? sub : `${sub}@example.com`,
+          email_verified: true,
+          name: sub.split('@')[0],
+        };
+      },
+    };
   },
   features: {
     devInteractions: { enabled: false }, // replaced by the automatic /interaction/:uid below
@@ -122,8 +149,12 @@ const configuration = {
     required: () => true,
   },
   // Always issue a refresh token to these clients (by default oidc-provider only
-  // does so when `offline_access` was granted).
-  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // does so when `offline_access` was granted). INTERACTIVE mode keeps the
+  // library's default: like a real provider, no refresh token without
+  // offline_access (which the library only grants with prompt=consent).
+  ...(INTERACTIVE ? {} : {
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  }),
   // Rotation ON: every refresh_token grant consumes the presented RT and returns a new one.
   rotateRefreshToken: true,
   // Tokens do not die with the (cookie) session.
@@ -140,6 +171,7 @@ const configuration = {
   // oidc-provider's default is 15 s of leeway when checking the expiry of opaque
   // tokens: an access token would still be accepted up to 15 s after expires_in.
   clockTolerance: 0,
+  conformIdTokenClaims: !ID_TOKEN_CLAIMS,
   interactions: {
     url: async (_ctx, interaction) => `${ISSUER}/interaction/${interaction.uid}`,
   },
@@ -239,6 +271,160 @@ provider.use(async (ctx, next) => {
   return next();
 });
 
+// ---------------------------------------------- interactive interaction --
+// INTERACTIVE=1: GET /interaction/:uid renders a login form (login prompt) or a
+// consent page (consent prompt); the forms POST to /interaction/:uid/login,
+// /interaction/:uid/confirm and /interaction/:uid/abort.
+const escapeHtml = (v) => String(v).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+
+function htmlPage(title, body) {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)} - Test Identity Provider</title>
+<style>
+  body { font-family: system-ui, sans-serif; background: #eef1f5; color: #1d2430; margin: 0; }
+  main { max-width: 24rem; margin: 3rem auto; background: #fff; border-radius: 8px;
+         box-shadow: 0 1px 4px rgba(0,0,0,.15); padding: 1.5rem 1.75rem; }
+  @media (max-width: 30rem) { main { margin: 1rem .75rem; } }
+  .brand { font-size: .8rem; letter-spacing: .08em; text-transform: uppercase; color: #6b7585; margin: 0 0 .5rem; }
+  h1 { font-size: 1.35rem; margin: 0 0 1rem; }
+  label { display: block; font-weight: 600; margin-bottom: .35rem; }
+  input[type=text] { box-sizing: border-box; width: 100%; padding: .55rem .6rem; font-size: 1rem;
+                     border: 1px solid #b9c0cc; border-radius: 4px; }
+  button { font-size: 1rem; padding: .55rem 1.2rem; border-radius: 4px; border: 1px solid #2d5bd7;
+           background: #2d5bd7; color: #fff; cursor: pointer; margin-top: 1rem; }
+  button.secondary { background: #fff; color: #2d5bd7; }
+  .buttons { display: flex; gap: .75rem; }
+  ul { padding-left: 1.2rem; }
+  code { background: #eef1f5; padding: 0 .25rem; border-radius: 3px; }
+  .error { color: #a8201a; }
+</style>
+</head>
+<body>
+<main>
+<p class="brand">Test Identity Provider</p>
+${body}
+</main>
+</body>
+</html>
+`;
+}
+
+function renderLogin(ctx, uid, { loginHint = '', error } = {}) {
+  ctx.type = 'html';
+  ctx.body = htmlPage('Sign in', `<h1>Sign in</h1>
+${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>\n` : ''}<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
+<label for="login">Email or user name</label>
+<input type="text" name="login" id="login" value="${escapeHtml(loginHint)}" autofocus required>
+<button type="submit">Sign in</button>
+</form>`);
+}
+
+const SCOPE_TEXT = {
+  openid: 'Sign you in (your user id)',
+  email: 'Your email address',
+  profile: 'Your name',
+  offline_access: 'Keep access while you are away (refresh token)',
+};
+
+function renderConsent(ctx, uid, details) {
+  const { params, session } = details;
+  const requested = new Set(String(params.scope ?? '').split(' ').filter(Boolean));
+  for (const s of details.prompt.details?.missingOIDCScope ?? []) requested.add(s);
+  const items = [...requested].map((s) => `<li><code>${escapeHtml(s)}</code>${
+    SCOPE_TEXT[s] ? ` - ${escapeHtml(SCOPE_TEXT[s])}` : ''}</li>`).join('\n');
+  ctx.type = 'html';
+  ctx.body = htmlPage('Allow access', `<h1>Allow access?</h1>
+<p>Signed in as <strong id="account">${escapeHtml(session?.accountId ?? '')}</strong>.</p>
+<p>The application <strong id="client">${escapeHtml(params.client_id)}</strong> asks for:</p>
+<ul id="scopes">
+${items}
+</ul>
+<div class="buttons">
+<form method="post" action="/interaction/${escapeHtml(uid)}/confirm"><button type="submit" id="allow">Allow</button></form>
+<form method="post" action="/interaction/${escapeHtml(uid)}/abort"><button type="submit" id="deny" class="secondary">Deny</button></form>
+</div>`);
+}
+
+function renderInteractionError(ctx, err) {
+  ctx.status = err.statusCode || 500;
+  ctx.type = 'html';
+  ctx.body = htmlPage('Error', `<h1>Something went wrong</h1>
+<p class="error"><code>${escapeHtml(err.error || 'server_error')}</code>: ${escapeHtml(err.error_description || err.message)}</p>`);
+}
+
+if (INTERACTIVE) {
+  provider.use(async (ctx, next) => {
+    const m = /^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?\/?$/.exec(ctx.path);
+    if (!m) return next();
+    const [, uid, action] = m;
+    if (action ? ctx.method !== 'POST' : ctx.method !== 'GET') {
+      ctx.status = 405;
+      return undefined;
+    }
+    try {
+      const details = await provider.interactionDetails(ctx.req, ctx.res);
+      if (details.uid !== uid) throw new errors.SessionNotFound('interaction uid does not match the _interaction cookie');
+      const { prompt, params, session } = details;
+
+      if (!action) {
+        ctx.set('Cache-Control', 'no-store');
+        if (prompt.name === 'login') {
+          renderLogin(ctx, uid, { loginHint: typeof params.login_hint === 'string' ? params.login_hint : '' });
+        } else {
+          renderConsent(ctx, uid, details);
+        }
+        log(`interaction ${prompt.name}: page shown client=${params.client_id}`);
+        return undefined;
+      }
+
+      const form = new URLSearchParams(await readBody(ctx.req, 16 * 1024));
+      let result;
+      let merge = false;
+      if (action === 'login') {
+        if (prompt.name !== 'login') throw new errors.InvalidRequest(`the pending prompt is ${prompt.name}, not login`);
+        const accountId = (form.get('login') ?? '').trim();
+        if (!accountId) {
+          ctx.status = 400;
+          renderLogin(ctx, uid, { error: 'Enter an email address or user name.' });
+          return undefined;
+        }
+        result = { login: { accountId } };
+        log(`interaction login: signed in account=${accountId} client=${params.client_id}`);
+      } else if (action === 'confirm') {
+        if (prompt.name !== 'consent') throw new errors.InvalidRequest(`the pending prompt is ${prompt.name}, not consent`);
+        const accountId = session?.accountId;
+        if (!accountId) throw new errors.InvalidRequest('no signed-in account');
+        let grant = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
+        if (!grant || grant.accountId !== accountId || grant.clientId !== params.client_id) {
+          grant = new provider.Grant({ accountId, clientId: params.client_id });
+        }
+        if (params.scope) grant.addOIDCScope(params.scope);
+        const missing = prompt.details ?? {};
+        if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+        if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+        result = { consent: { grantId: await grant.save() } };
+        merge = true;
+        log(`interaction consent: allowed account=${accountId} client=${params.client_id} scope="${params.scope ?? ''}"`);
+      } else {
+        result = { error: 'access_denied', error_description: 'End-User aborted interaction' };
+        log(`interaction ${prompt.name}: denied client=${params.client_id}`);
+      }
+      ctx.respond = false;
+      await provider.interactionFinished(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
+    } catch (err) {
+      ctx.respond = true;
+      renderInteractionError(ctx, err);
+    }
+    return undefined;
+  });
+}
+
 // ------------------------------------------------ automatic interaction --
 // GET /interaction/:uid completes login (+ consent) without any UI and 303s
 // to the resume URL /auth/:uid.
@@ -316,4 +502,4 @@ if (process.env.OIDC_IGNORE_STDIN !== '1') {
 process.stdout.on('error', () => {}); // parent stopped reading stdout: keep serving
 
 process.stdout.write(`READY ${ISSUER}\n`);
-log(`listening, issuer ${ISSUER}, clients broker-client (client_secret_basic) broker-client-post (client_secret_post)${STRICT_CLIENT_AUTH ? ' strictly' : ' interchangeably'}, redirect_uris ${REDIRECT_URIS.join(' ')}, access token ttl ${ACCESS_TOKEN_TTL}s`);
+log(`listening, issuer ${ISSUER}, clients broker-client (client_secret_basic) broker-client-post (client_secret_post)${STRICT_CLIENT_AUTH ? ' strictly' : ' interchangeably'}, redirect_uris ${REDIRECT_URIS.join(' ')}, access token ttl ${ACCESS_TOKEN_TTL}s${INTERACTIVE ? ', INTERACTIVE (login and consent pages)' : ''}${ID_TOKEN_CLAIMS ? ', ID tokens with scope claims' : ''}`);
