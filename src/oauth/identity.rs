@@ -45,11 +45,12 @@ struct IdTokenClaims {
 
 /// Zoho's `GET /oauth/user/info` answer.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct ZohoUserInfo {
     #[serde(rename = "ZUID")]
     zuid: serde_json::Value,
+    #[serde(rename = "Email")]
     email: Option<String>,
+    #[serde(rename = "Display_Name")]
     display_name: Option<String>,
 }
 

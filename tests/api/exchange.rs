@@ -9,6 +9,7 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::fake_provider::{app_with, with_fake, FakeProvider};
+use crate::fake_zoho::FakeZoho;
 use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 
 async fn exchange(app: &TestApp, body: Value) -> reqwest::Response {
@@ -154,4 +155,44 @@ async fn a_used_up_code_is_a_clear_400() {
     );
     assert!(!body.to_string().contains("used-code"));
     assert_eq!(app.count().await, 0);
+}
+
+/// A Zoho login records the Zoho account it belongs to (Zoho's `/oauth/user/info` for the new
+/// access token: ZUID, email, name), so the token says who actually connected.
+#[tokio::test]
+async fn a_zoho_exchange_records_the_zoho_account() {
+    let fake = FakeZoho::start();
+    fake.client("1000.SELF", "self-secret").await;
+    fake.code("1000.code.x", "1000.SELF", "zara@crm.example")
+        .await;
+    let url = fake.url.clone();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.providers.insert(
+            "zoho-us".into(),
+            token_broker::config::ProviderSettings {
+                accounts_url: Some(url.clone()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let r = exchange(
+        &app,
+        json!({ "provider": "zoho-us", "grant_token": "1000.code.x", "user_name": "zara@crm.example",
+                "client_id": "1000.SELF", "client_secret": "self-secret" }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token: Value = r.json().await.unwrap();
+    assert_eq!(token["identity"]["email"], "zara@crm.example");
+    assert!(
+        token["identity"]["subject"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_digit()),
+        "the ZUID: {token}"
+    );
+    assert_eq!(token["identity"]["name"], "Zara Tester");
+    assert_eq!(token["refreshable"], true);
 }

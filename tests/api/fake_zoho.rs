@@ -74,6 +74,15 @@ impl FakeZoho {
         .await;
     }
 
+    /// A code Zoho issued to `client_id` for `email`'s account (as its consent page would).
+    pub async fn code(&self, code: &str, client_id: &str, email: &str) {
+        self.admin(
+            "codes",
+            json!({ "code": code, "client_id": client_id, "email": email }),
+        )
+        .await;
+    }
+
     /// Counters: `token_calls` (every request to the token endpoint), `refresh_calls`,
     /// `exchange_calls`, `access_denied`, …
     pub async fn stats(&self) -> Value {
