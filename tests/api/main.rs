@@ -27,6 +27,7 @@ mod exchange;
 mod faults;
 mod fuzz;
 mod health;
+mod id_tokens;
 mod import;
 mod interop;
 mod oauth_background;
