@@ -88,11 +88,18 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                             .get(REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("");
-                        // The path only: query strings can carry OAuth codes.
+                        // The path only: query strings can carry OAuth codes. A connect
+                        // link's path is its secret, so it is logged without it.
+                        let path = req.uri().path();
+                        let path = if path.starts_with("/connect/") {
+                            "/connect/…"
+                        } else {
+                            path
+                        };
                         tracing::info_span!(
                             "request",
                             method = %req.method(),
-                            path = %req.uri().path(),
+                            path = %path,
                             request_id,
                             caller = tracing::field::Empty,
                             token_id = tracing::field::Empty,
