@@ -8,7 +8,13 @@
 //! last read. They are folded where they are recorded, so a read costs a map lookup, not a
 //! message and a task wake-up; the writer takes them a slice at a time, so their rows reach the
 //! database as an even flow rather than in one burst per window. Everything else — failures,
-//! refusals, writes, reads of secrets — is one row per call, through the channel.
+//! writes, reads of secrets, refusals of known callers — is one row per call, through the channel.
+//!
+//! Calls refused for want of a valid JWT are counted rather than written one by one: one row per
+//! route, reason and source address over at most `audit.refused_window_secs`, with
+//! `occurrences`, so anonymous traffic cannot fill the database. At most [`MAX_REFUSED_KEYS`]
+//! such rows are kept per window; beyond that, sources are counted together as `other`.
+//! Rows older than `audit.retention_days` are deleted by [`spawn_retention`].
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -73,13 +79,26 @@ fn is_foldable(row: &AuditRow) -> bool {
     row.action == Action::GetAccessToken.as_str() && row.outcome == "ok"
 }
 
+/// The caller recorded for calls that carried no valid JWT.
+pub const ANONYMOUS: &str = "anonymous";
+
+fn is_refused_anonymous(row: &AuditRow) -> bool {
+    row.caller == ANONYMOUS && row.status == 401
+}
+
+/// Refused-call rows one window may hold; further sources are counted as `other`.
+pub const MAX_REFUSED_KEYS: usize = 10_000;
+
 /// What a request did, filled in while it runs (see [`note_caller`], [`note_token`]).
 #[derive(Debug, Default, Clone)]
 pub struct AuditNote {
     pub caller: Option<String>,
     pub tenant: Option<String>,
     pub token_id: Option<String>,
-    pub detail: Option<&'static str>,
+    pub detail: Option<String>,
+    /// The tenant of the token the call acted on (audit rows carry it rather than the
+    /// caller's, so a tenant's admin sees every event on its tokens).
+    pub token_tenant: Option<String>,
 }
 
 tokio::task_local! {
@@ -111,9 +130,22 @@ pub fn note_token(id: &str) {
     let _ = NOTE.try_with(|n| n.borrow_mut().token_id = Some(id.to_owned()));
 }
 
+/// Records the tenant of the token the current request acted on (`None`: a token of no tenant).
+pub fn note_token_tenant(tenant: Option<&str>) {
+    let _ = NOTE.try_with(|n| {
+        n.borrow_mut().token_tenant = Some(tenant.unwrap_or_default().to_owned());
+    });
+}
+
 /// Adds a short remark (e.g. "secrets revealed").
 pub fn note_detail(detail: &'static str) {
-    let _ = NOTE.try_with(|n| n.borrow_mut().detail = Some(detail));
+    let _ = NOTE.try_with(|n| n.borrow_mut().detail = Some(detail.to_owned()));
+}
+
+/// Why the call was refused before a caller was known (a bounded set of sentences: they come
+/// from the JWT checks, never from what the client sent).
+pub fn note_refusal(reason: &str) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().detail = Some(reason.chars().take(200).collect()));
 }
 
 enum Msg {
@@ -127,24 +159,43 @@ pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     /// Successful access-token reads of the current window, folded.
     reads: Arc<FoldedReads>,
+    /// Refused unauthenticated calls of the current window, counted.
+    refused: Arc<RefusedCalls>,
 }
 
 impl AuditLog {
-    /// Starts the writer, folding access-token reads over `read_window`. It ends, after writing
-    /// everything queued, when every handle is dropped.
-    pub fn start(store: Store, read_window: Duration) -> (Self, JoinHandle<()>) {
+    /// Starts the writer, folding access-token reads over `read_window` and counting refused
+    /// unauthenticated calls over `refused_window`. It ends, after writing everything queued,
+    /// when every handle is dropped.
+    pub fn start(
+        store: Store,
+        read_window: Duration,
+        refused_window: Duration,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let reads = Arc::new(FoldedReads::default());
+        let refused = Arc::new(RefusedCalls::default());
         (
             Self {
                 tx,
                 reads: reads.clone(),
+                refused: refused.clone(),
             },
-            tokio::spawn(writer(store, rx, reads, read_window)),
+            tokio::spawn(writer(
+                store,
+                rx,
+                Folds { reads, refused },
+                read_window,
+                refused_window,
+            )),
         )
     }
 
     pub async fn record(&self, row: AuditRow) {
+        if is_refused_anonymous(&row) {
+            self.refused.count(row);
+            return;
+        }
         let row = if is_foldable(&row) {
             match self.reads.fold(row) {
                 None => return,
@@ -229,6 +280,73 @@ impl FoldedReads {
     }
 }
 
+/// What refused unauthenticated calls are counted by: route (action), reason, source address.
+type RefusalKey = (String, Option<String>, Option<String>);
+
+/// Refused unauthenticated calls of the current window, by [`RefusalKey`].
+#[derive(Default)]
+struct RefusedCalls {
+    rows: Mutex<std::collections::HashMap<RefusalKey, AuditRow>>,
+}
+
+impl RefusedCalls {
+    fn count(&self, mut row: AuditRow) {
+        // Counted per route, reason and source: the token id a refused call named is not kept
+        // (a client could make every row unique with it).
+        row.token_id = None;
+        row.request_id = None;
+        let mut rows = self.rows.lock().expect("audit refusals poisoned");
+        let mut key = (row.action.clone(), row.detail.clone(), row.source.clone());
+        if !rows.contains_key(&key) && rows.len() >= MAX_REFUSED_KEYS {
+            key.2 = Some("other".into());
+            row.source = key.2.clone();
+        }
+        match rows.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let first = e.get_mut();
+                first.occurrences += row.occurrences;
+                first.last_at = Some(row.at);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(with_id(row));
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<AuditRow> {
+        let taken = std::mem::take(&mut *self.rows.lock().expect("audit refusals poisoned"));
+        taken.into_values().collect()
+    }
+}
+
+/// What the writer takes from the recording side besides the queue.
+struct Folds {
+    reads: Arc<FoldedReads>,
+    refused: Arc<RefusedCalls>,
+}
+
+/// Deletes audit rows older than `retention` every `every`; `now_ms` is the service's clock.
+pub fn spawn_retention(
+    store: Store,
+    now_ms: impl Fn() -> i64 + Send + 'static,
+    retention: Duration,
+    every: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let before = now_ms() - retention.as_millis() as i64;
+            match store.purge_audit(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "audit rows past their retention deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not delete old audit rows"),
+            }
+        }
+    })
+}
+
 /// Gives an event its id as it is taken in (folded, or by the collector): ids (uuid v7) then
 /// follow the order events were recorded in, and folded reads need only one.
 fn with_id(mut row: AuditRow) -> AuditRow {
@@ -254,9 +372,14 @@ const PENDING_BATCHES: usize = 256;
 async fn writer(
     store: Store,
     mut rx: mpsc::Receiver<Msg>,
-    reads: Arc<FoldedReads>,
+    folds: Folds,
     read_window: Duration,
+    refused_window: Duration,
 ) {
+    let Folds { reads, refused } = folds;
+    let mut refused_tick = tokio::time::interval(refused_window);
+    refused_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refused_tick.tick().await;
     let (work_tx, work_rx) = mpsc::channel(PENDING_BATCHES);
     let db = tokio::spawn(database_writer(store, work_rx));
     let mut batch = Vec::with_capacity(BATCH);
@@ -268,6 +391,12 @@ async fn writer(
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
+            _ = refused_tick.tick() => {
+                for chunk in refused.take().chunks(BATCH) {
+                    let _ = work_tx.send(Work::Rows(chunk.to_vec())).await;
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 for chunk in reads.take(next_slice).chunks(BATCH) {
                     let _ = work_tx.send(Work::Rows(chunk.to_vec())).await;
@@ -287,12 +416,14 @@ async fn writer(
             }
             Msg::Flush(done) => {
                 batch.extend(reads.take_all());
+                batch.extend(refused.take());
                 let _ = work_tx.send(hand_over(&mut batch)).await;
                 let _ = work_tx.send(Work::Flushed(done)).await;
             }
         }
     }
     batch.extend(reads.take_all());
+    batch.extend(refused.take());
     let _ = work_tx.send(hand_over(&mut batch)).await;
     drop(work_tx);
     let _ = db.await;

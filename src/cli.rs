@@ -126,7 +126,7 @@ enum JwtCommand {
         /// Space-separated scopes, e.g. "tokens:read tokens:write".
         #[arg(long, default_value = "tokens:read")]
         scope: String,
-        /// Confine the caller to one tenant.
+        /// Confine the caller to one tenant; without it the JWT may act on every tenant (`"*"`).
         #[arg(long)]
         tenant: Option<String>,
         /// Lifetime in seconds.
@@ -135,8 +135,19 @@ enum JwtCommand {
     },
 }
 
-/// Parses the process's arguments, runs the command and returns the exit code: 0 on success, 2
-/// for invalid configuration, 3 when an import rejected rows, 1 for any other failure.
+/// Exit codes (the README's table):
+/// - 0: done.
+/// - 1: the command failed (database unreachable, a file unreadable, …).
+/// - 2: the command line is wrong (unknown subcommand or option; printed by clap).
+/// - 3: done, but some rows were not: an import rejected rows, or `tokens list` / `keys rotate`
+///   met rows it could not decrypt (each is named on stderr).
+/// - 78: the configuration is invalid (a bad key, value, file or secret; EX_CONFIG).
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_PARTIAL: u8 = 3;
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Parses the process's arguments, runs the command and returns the exit code (see
+/// [`EXIT_CONFIG`] and its neighbours).
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
@@ -155,7 +166,7 @@ pub fn run() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("token-broker: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let log_writer = telemetry::init(&settings.log);
@@ -175,7 +186,10 @@ pub fn run() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("token-broker: {e:#}");
-            ExitCode::FAILURE
+            let config = e
+                .chain()
+                .any(|cause| cause.downcast_ref::<crate::config::ConfigError>().is_some());
+            ExitCode::from(if config { EXIT_CONFIG } else { EXIT_FAILURE })
         }
     }
 }
@@ -209,6 +223,16 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
                 anyhow::anyhow!("auth.hs256_secret: not configured, so no caller JWT can be minted")
             })?;
             let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            let tenant = match tenant {
+                Some(t) if t == crate::auth::ALL_TENANTS => t,
+                Some(t) => crate::domain::TenantName::parse(t)?.as_str().to_owned(),
+                None => {
+                    eprintln!(
+                        "note: no --tenant given: this JWT may act on EVERY tenant (\"tenant\": \"*\"); pass --tenant <name> to confine it to one"
+                    );
+                    crate::auth::ALL_TENANTS.to_owned()
+                }
+            };
             let token = mint(
                 &secret,
                 &MintRequest {
@@ -229,7 +253,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
                     provider,
                     tenant,
                 },
-        } => ops::list_tokens(&settings, status, provider, tenant).await?,
+        } => return ops::list_tokens(&settings, status, provider, tenant).await,
         Command::Keys {
             command: KeysCommand::Generate,
         } => println!(
@@ -238,7 +262,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
         ),
         Command::Keys {
             command: KeysCommand::Rotate,
-        } => ops::rotate_keys(&settings).await?,
+        } => return ops::rotate_keys(&settings).await,
         Command::Import { .. } | Command::Openapi => unreachable!("handled above"),
     }
     Ok(0)
@@ -258,7 +282,7 @@ mod ops {
         status: Option<String>,
         provider: Option<String>,
         tenant: Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u8> {
         let tokens = open_token_service(settings).await?;
         let status = status.map(|s| TokenStatus::parse(&s)).transpose()?;
         let tenant = tenant.map(TenantName::parse).transpose()?;
@@ -269,6 +293,7 @@ mod ops {
         );
         let mut cursor = None;
         let mut count = 0;
+        let mut unreadable = Vec::new();
         loop {
             let page = tokens
                 .list(
@@ -300,25 +325,43 @@ mod ops {
                     expires
                 );
             }
+            unreadable.extend(page.unreadable);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
         }
         println!("{count} token(s)");
-        Ok(())
+        Ok(report_unreadable(&unreadable))
     }
 
-    pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
+    /// Names the rows that could not be read, on stderr; the exit code says whether there were.
+    fn report_unreadable(unreadable: &[crate::tokens::Unreadable]) -> u8 {
+        for u in unreadable {
+            eprintln!("unreadable token {}: {}", u.id, u.reason);
+        }
+        if unreadable.is_empty() {
+            0
+        } else {
+            eprintln!(
+                "{} stored token(s) could not be read: is a key missing from crypto.keys?",
+                unreadable.len()
+            );
+            super::EXIT_PARTIAL
+        }
+    }
+
+    pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<u8> {
         let tokens = open_token_service(settings).await?;
         let report = tokens.reencrypt_all().await?;
         println!(
-            "re-encrypted {} token(s) under key `{}`; {} already used it",
+            "re-encrypted {} token(s) under key `{}`; {} already used it; {} could not be read",
             report.reencrypted,
             tokens.active_key_id(),
-            report.unchanged
+            report.unchanged,
+            report.unreadable.len()
         );
-        Ok(())
+        Ok(report_unreadable(&report.unreadable))
     }
 
     /// Returns the process exit code: 0 when every row was imported, 3 when some were rejected.
@@ -360,7 +403,11 @@ mod ops {
         for r in &report.rejected {
             println!("rejected {}: {}", r.at, r.reason);
         }
-        Ok(if report.rejected.is_empty() { 0 } else { 3 })
+        Ok(if report.rejected.is_empty() {
+            0
+        } else {
+            super::EXIT_PARTIAL
+        })
     }
 
     fn options(

@@ -42,6 +42,8 @@ pub struct OAuthSettings {
     pub retry_min_delay_ms: u64,
     pub retry_max_delay_ms: u64,
     pub state_ttl_secs: u64,
+    /// Connect sessions (login starts) one caller may create per minute; 0: no limit.
+    pub login_starts_per_minute: u32,
     pub refresh_lease_secs: u64,
     /// Origins (`https://app.example.com`) a connect session's `return_to` may point at; the
     /// broker's own origin is always allowed.
@@ -68,6 +70,23 @@ pub struct ServerSettings {
     pub port: u16,
     pub request_timeout_secs: u64,
     pub body_limit_bytes: usize,
+    /// A client must send a request's headers within this long of starting it.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    pub tls: TlsSettings,
+}
+
+/// HTTPS served by the broker itself: both files, or neither (plain HTTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain; empty: no TLS.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +116,15 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,
+    /// The claim naming the caller's tenant (`"*"`: every tenant). Required in every JWT.
+    pub tenant_claim: String,
+    /// Refuse caller JWTs that live longer than this (`exp` − `iat`); 0: no limit.
+    pub max_token_lifetime_secs: u64,
+    /// A JWKS URL whose keys also verify caller JWTs (an identity provider's, Kubernetes'); empty:
+    /// none.
+    pub jwks_url: String,
+    /// How long the JWKS is kept before it is fetched again (earlier for an unknown key id).
+    pub jwks_cache_secs: u64,
     #[serde(default)]
     pub public_keys: Vec<PublicKeySettings>,
 }
@@ -142,6 +170,13 @@ pub struct AuditSettings {
     /// Successful access-token reads are folded into one row per caller and token over at most
     /// this long.
     pub read_window_ms: u64,
+    /// Refused unauthenticated calls are counted into one row per route, reason and source
+    /// address over at most this long.
+    pub refused_window_secs: u64,
+    /// Audit rows older than this are deleted (by a job running every `purge_interval_secs`);
+    /// 0: kept forever.
+    pub retention_days: u64,
+    pub purge_interval_secs: u64,
 }
 
 /// `TOKEN_BROKER__PROVIDERS__ZOHO_US__CLIENT_ID` names provider `zoho-us` when `zoho_us` is not a
@@ -273,6 +308,28 @@ impl Settings {
                     .into(),
             ));
         }
+        if self.server.max_connections == 0
+            || self.server.header_read_timeout_secs == 0
+            || self.server.idle_timeout_secs == 0
+        {
+            return Err(ConfigError(
+                "server.max_connections, server.header_read_timeout_secs and server.idle_timeout_secs: must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.server.tls.cert_file.is_empty() != self.server.tls.key_file.is_empty() {
+            return Err(ConfigError(
+                "server.tls: give both cert_file and key_file, or neither".into(),
+            ));
+        }
+        if self.audit.refused_window_secs == 0 || self.audit.purge_interval_secs == 0 {
+            return Err(ConfigError(
+                "audit.refused_window_secs and audit.purge_interval_secs: must be at least 1"
+                    .into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|e| ConfigError(format!("log.filter: {e}")))?;
         if self.oauth.http_timeout_secs == 0 {
             return Err(ConfigError(
                 "oauth.http_timeout_secs: must be at least 1".into(),

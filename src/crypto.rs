@@ -66,7 +66,36 @@ fn decode_key(name: &str, b64: &str) -> Result<Zeroizing<[u8; 32]>, CryptoError>
         )));
     }
     key.copy_from_slice(&bytes);
+    // 32 random bytes have about 30 distinct values; a key with fewer than 16 (all zeros, a
+    // repeated pattern, a counter) was not drawn at random.
+    if key.iter().collect::<std::collections::BTreeSet<_>>().len() < 16 {
+        return Err(CryptoError::Config(format!(
+            "{name}: not a random key (too few distinct bytes); make one with `token-broker keys generate`"
+        )));
+    }
     Ok(key)
+}
+
+/// An estimate of the bits of entropy in `bytes`: their count times the Shannon entropy of their
+/// own frequencies. Good enough to tell a random secret from a repeated or patterned one.
+pub fn estimated_entropy_bits(bytes: &[u8]) -> f64 {
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0usize; 256];
+    for b in bytes {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = bytes.len() as f64;
+    let per_byte: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_byte * n
 }
 
 impl KeyRing {

@@ -42,6 +42,13 @@ fn check_identifier(field: &'static str, value: &str, max: usize) -> Result<(), 
             "may only contain letters, digits, '-', '_' and '.'",
         ));
     }
+    // `.` and `..` are path segments, not names: in a URL they would address another resource.
+    if value.bytes().all(|b| b == b'.') {
+        return Err(InvalidField::new(
+            field,
+            "must not be made of dots alone ('.' and '..' are path segments)",
+        ));
+    }
     Ok(())
 }
 

@@ -51,6 +51,10 @@ pub enum ErrorCode {
     ProviderRateLimited,
     RefreshBudgetExhausted,
     // The broker itself.
+    /// Too many requests of one kind from one caller (login starts).
+    RateLimited,
+    /// The caller keys of `auth.jwks_url` could not be fetched.
+    CallerKeysUnavailable,
     DatabaseUnavailable,
     Internal,
 }
@@ -90,6 +94,8 @@ impl ErrorCode {
             Self::ProviderUnavailable => (S::SERVICE_UNAVAILABLE, "provider_unavailable", "the OAuth provider is unavailable and no stored access token is valid long enough"),
             Self::ProviderRateLimited => (S::TOO_MANY_REQUESTS, "provider_rate_limited", "the OAuth provider is rate limiting this client; the broker backs off until Retry-After"),
             Self::RefreshBudgetExhausted => (S::TOO_MANY_REQUESTS, "refresh_budget_exhausted", "this token was refreshed too often recently; the provider would lock the client out"),
+            Self::RateLimited => (S::TOO_MANY_REQUESTS, "rate_limited", "too many requests of this kind from this caller; try again after Retry-After"),
+            Self::CallerKeysUnavailable => (S::SERVICE_UNAVAILABLE, "caller_keys_unavailable", "the keys caller JWTs are checked with could not be fetched; try again shortly"),
             Self::DatabaseUnavailable => (S::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable; try again shortly"),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error; see the broker's log for details"),
         }
@@ -154,6 +160,12 @@ pub enum Error {
     /// Retry-After). Never `needs_reauth`: the grant is fine, it is only asked to wait.
     #[error("{}", ErrorCode::ProviderRateLimited.text())]
     ProviderRateLimited { retry_after_secs: u64 },
+    /// This caller sent too many requests of one kind (429 + Retry-After).
+    #[error("{}", ErrorCode::RateLimited.text())]
+    RateLimited { retry_after_secs: u64 },
+    /// The caller keys (`auth.jwks_url`) could not be fetched (503).
+    #[error("{}", ErrorCode::CallerKeysUnavailable.text())]
+    CallerKeysUnavailable,
     /// The provider refused a request for a reason retrying will not fix (502).
     #[error("{0}")]
     Provider(String),
@@ -189,6 +201,8 @@ impl Error {
             Error::RefreshBudgetExhausted { .. } => ErrorCode::RefreshBudgetExhausted,
             Error::ProviderRateLimited { .. } => ErrorCode::ProviderRateLimited,
             Error::Provider(_) => ErrorCode::ProviderError,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::CallerKeysUnavailable => ErrorCode::CallerKeysUnavailable,
             Error::Store(StoreError::Unavailable(_)) => ErrorCode::DatabaseUnavailable,
             Error::Store(StoreError::Other(_)) | Error::Crypto(_) | Error::Internal(_) => {
                 ErrorCode::Internal
@@ -203,7 +217,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::ErrorCode::{self, *};
 
-    const ALL: [ErrorCode; 30] = [
+    const ALL: [ErrorCode; 32] = [
         Unauthorized,
         Forbidden,
         NotFound,
@@ -232,6 +246,8 @@ mod tests {
         ProviderUnavailable,
         ProviderRateLimited,
         RefreshBudgetExhausted,
+        RateLimited,
+        CallerKeysUnavailable,
         DatabaseUnavailable,
         Internal,
     ];

@@ -41,38 +41,62 @@ pub fn hot_path() -> &'static HotPath {
     })
 }
 
+/// The `method` label: the standard methods by name, anything else a client invents as `OTHER`,
+/// so no request can add a label value of its own.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// The `status` label: the status codes the broker sends, anything else folded by class.
+fn status_label(status: u16) -> u16 {
+    match status {
+        200..=599 => status,
+        _ => 0,
+    }
+}
+
 /// The handles of one route: a request counter per method and status, a latency histogram per
 /// method.
 #[derive(Default)]
 struct RouteHandles {
-    requests: Vec<(axum::http::Method, u16, metrics::Counter)>,
-    durations: Vec<(axum::http::Method, metrics::Histogram)>,
+    requests: Vec<(&'static str, u16, metrics::Counter)>,
+    durations: Vec<(&'static str, metrics::Histogram)>,
 }
 
 impl RouteHandles {
-    fn get(
-        &self,
-        method: &axum::http::Method,
-        status: u16,
-    ) -> Option<(metrics::Counter, metrics::Histogram)> {
+    fn get(&self, method: &str, status: u16) -> Option<(metrics::Counter, metrics::Histogram)> {
         let (_, _, requests) = self
             .requests
             .iter()
-            .find(|(m, s, _)| m == method && *s == status)?;
-        let (_, duration) = self.durations.iter().find(|(m, _)| m == method)?;
+            .find(|(m, s, _)| *m == method && *s == status)?;
+        let (_, duration) = self.durations.iter().find(|(m, _)| *m == method)?;
         Some((requests.clone(), duration.clone()))
     }
 }
 
 /// `http_requests_total` and `http_request_duration_seconds` of every route, registered on a
 /// route's first request: after that, a request costs two lookups under a read lock, not two
-/// label sets allocated and looked up in the registry.
+/// label sets allocated and looked up in the registry. `route` is a registered route's template
+/// or `unmatched`; methods and statuses are folded (see [`method_label`]), so the series are
+/// bounded whatever clients send.
 pub fn record_request(
     method: &axum::http::Method,
     route: &str,
     status: u16,
     elapsed: std::time::Duration,
 ) {
+    let method = method_label(method);
+    let status = status_label(status);
     static ROUTES: OnceLock<RwLock<HashMap<String, RouteHandles>>> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| {
         handle();
@@ -90,18 +114,18 @@ pub fn record_request(
         // The registry hands back the existing metric when one of these was registered before.
         let requests = metrics::counter!(
             "http_requests_total",
-            "method" => method.to_string(),
+            "method" => method,
             "route" => route.to_owned(),
             "status" => status.to_string()
         );
         let duration = metrics::histogram!(
             "http_request_duration_seconds",
-            "method" => method.to_string(),
+            "method" => method,
             "route" => route.to_owned()
         );
-        r.requests.push((method.clone(), status, requests.clone()));
-        if !r.durations.iter().any(|(m, _)| m == method) {
-            r.durations.push((method.clone(), duration.clone()));
+        r.requests.push((method, status, requests.clone()));
+        if !r.durations.iter().any(|(m, _)| *m == method) {
+            r.durations.push((method, duration.clone()));
         }
         (requests, duration)
     });

@@ -112,6 +112,9 @@ pub async fn open_token_service(settings: &Settings) -> anyhow::Result<TokenServ
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: crate::server::ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    audit_retention: Option<tokio::task::JoinHandle<()>>,
     store: Store,
     background: Option<tokio::task::JoinHandle<()>>,
     use_marks: tokio::task::JoinHandle<()>,
@@ -170,7 +173,17 @@ impl Application {
         let (audit, audit_writer) = AuditLog::start(
             store.clone(),
             Duration::from_millis(settings.audit.read_window_ms),
+            Duration::from_secs(settings.audit.refused_window_secs),
         );
+        let audit_retention = (settings.audit.retention_days > 0).then(|| {
+            let clock = tokens.clone();
+            crate::audit::spawn_retention(
+                store.clone(),
+                move || clock.now_ms(),
+                Duration::from_secs(settings.audit.retention_days * 86_400),
+                Duration::from_secs(settings.audit.purge_interval_secs),
+            )
+        });
         crate::metrics::handle();
         let state = AppState::new(Services {
             tokens,
@@ -185,6 +198,11 @@ impl Application {
                 request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
             },
         );
+        let tls = crate::server::tls_acceptor(
+            &settings.server.tls.cert_file,
+            &settings.server.tls.key_file,
+        )
+        .map_err(|e| ConfigError(format!("{e:#}")))?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -192,6 +210,9 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            limits: crate::server::ConnectionLimits::from_settings(&settings.server),
+            tls,
+            audit_retention,
             store,
             background,
             use_marks,
@@ -208,11 +229,25 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(addr = %self.listener.local_addr()?, backend = self.store.backend().name(), "token-broker listening");
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            tls = self.tls.is_some(),
+            backend = self.store.backend().name(),
+            "token-broker listening"
+        );
+        let result = crate::server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.tls,
+            shutdown,
+            Duration::from_secs(30),
+        )
+        .await;
         if let Some(task) = self.background {
+            task.abort();
+        }
+        if let Some(task) = self.audit_retention {
             task.abort();
         }
         self.use_marks.abort();

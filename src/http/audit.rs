@@ -43,10 +43,13 @@ pub struct AuditEventView {
     pub detail: Option<String>,
     pub request_id: Option<String>,
     /// How many identical calls this event stands for (successful access-token reads are folded
-    /// per caller and token over a few seconds).
+    /// per caller and token over a few seconds; calls refused for want of a valid JWT per
+    /// route, reason and source over `audit.refused_window_secs`).
     pub occurrences: i64,
     /// When the last of them happened (folded events only).
     pub last_at: Option<String>,
+    /// The client's address, on refused unauthenticated calls.
+    pub source: Option<String>,
 }
 
 impl From<AuditRow> for AuditEventView {
@@ -64,6 +67,7 @@ impl From<AuditRow> for AuditEventView {
             request_id: r.request_id,
             occurrences: r.occurrences,
             last_at: r.last_at.map(rfc3339),
+            source: r.source,
         }
     }
 }

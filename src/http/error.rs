@@ -56,7 +56,8 @@ impl IntoResponse for Error {
         let retry_after = match &self {
             Error::ProviderUnavailable { retry_after_secs }
             | Error::RefreshBudgetExhausted { retry_after_secs }
-            | Error::ProviderRateLimited { retry_after_secs } => Some(*retry_after_secs),
+            | Error::ProviderRateLimited { retry_after_secs }
+            | Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             Error::Store(StoreError::Unavailable(_)) => Some(5),
             _ => None,
         };

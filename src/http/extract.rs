@@ -15,6 +15,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let caller = authenticate(parts, state).await.inspect_err(|e| {
+            if let Error::Unauthenticated(reason) = e {
+                crate::audit::note_refusal(reason);
+            }
+        })?;
+        tracing::Span::current().record("caller", caller.sub.as_str());
+        let tenant = caller.tenancy.own_tenant().map(|t| t.as_str());
+        crate::audit::note_caller(&caller.sub, tenant);
+        Ok(caller)
+    }
+}
+
+/// The caller of a request: its bearer JWT, verified.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Error> {
+    {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -28,11 +43,7 @@ impl FromRequestParts<AppState> for Caller {
             })
             .map(str::trim)
             .ok_or_else(|| Error::Unauthenticated("Authorization must be `Bearer <JWT>`".into()))?;
-        let caller = state.verifier.verify(token)?;
-        tracing::Span::current().record("caller", caller.sub.as_str());
-        let tenant = caller.tenancy.own_tenant().map(|t| t.as_str());
-        crate::audit::note_caller(&caller.sub, tenant);
-        Ok(caller)
+        state.verifier.verify(token).await
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod connect;
+mod docs;
 pub mod error;
 pub mod extract;
 mod health;
@@ -67,7 +68,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             async move { Json(doc.as_ref().clone()) }
         }),
     )
-    .route("/docs", get(docs_page))
+    .route("/docs", get(docs::page))
+    .route("/docs/redoc.standalone.js", get(docs::script))
     .route_layer(middleware::from_fn_with_state(observer, observe::observe))
     .fallback(|| async { code_response(ErrorCode::NotFound, "no such endpoint") })
     .with_state(state)
@@ -117,16 +119,6 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 StatusCode::REQUEST_TIMEOUT,
                 limits.request_timeout,
             )),
-    )
-}
-
-/// A human-readable API page (Redoc, loaded by the browser from its CDN) over `/openapi.json`.
-async fn docs_page() -> axum::response::Html<&'static str> {
-    axum::response::Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>token-broker API</title></head>\
-         <body><redoc spec-url=\"/openapi.json\"></redoc>\
-         <script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>\
-         </body></html>",
     )
 }
 

@@ -41,6 +41,10 @@ pub async fn observe(
         return response;
     };
     let request_id = req.headers().get("x-request-id").cloned();
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     // Attempts refused before the handler ran (401) still name the token they aimed at; the path
     // is only parsed for them (the handler notes the id of every call it runs).
     let uri = req.uri().clone();
@@ -61,8 +65,9 @@ pub async fn observe(
             // Given by the audit writer.
             id: String::new(),
             at: state.tokens.now_ms(),
-            caller: note.caller.unwrap_or_else(|| "anonymous".into()),
-            tenant: note.tenant.unwrap_or_default(),
+            caller: note.caller.unwrap_or_else(|| audit::ANONYMOUS.into()),
+            // The token's tenant when the call reached one, else the caller's own.
+            tenant: note.token_tenant.or(note.tenant).unwrap_or_default(),
             token_id: note.token_id.or_else(|| {
                 route
                     .starts_with("/v1/tokens/{id}")
@@ -74,13 +79,14 @@ pub async fn observe(
             action: action.as_str().into(),
             outcome: outcome.into(),
             status: i64::from(status.as_u16()),
-            detail: note.detail.map(str::to_owned),
+            detail: note.detail,
             request_id: request_id
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(64).collect()),
             occurrences: 1,
             last_at: None,
+            source,
         })
         .await;
     response

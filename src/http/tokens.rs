@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::tokens::{ListQuery, Saved};
 
 /// A token as callers see it. Without `tokens:secrets`, client_secret, refresh_token and
-/// grant_token are `null`.
+/// grant_token are `null`; without `tokens:access` (or `tokens:secrets`), access_token is too.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
@@ -58,10 +58,38 @@ pub struct IdentityView {
     pub name: Option<String>,
 }
 
+/// Which credentials a caller may see in a token: its scopes decide.
+#[derive(Debug, Clone, Copy)]
+pub struct Reveal {
+    /// client_secret, refresh_token, grant_token (`tokens:secrets`).
+    pub secrets: bool,
+    /// access_token (`tokens:access`; `tokens:secrets` can get one anyway).
+    pub access_token: bool,
+}
+
+impl Reveal {
+    pub fn for_caller(caller: &Caller) -> Self {
+        let secrets = caller.has(Scope::Secrets);
+        Self {
+            secrets,
+            access_token: secrets || caller.has(Scope::Access),
+        }
+    }
+
+    /// Notes in the audit trail what was shown (nothing to note for an empty answer).
+    fn note(self) {
+        if self.secrets {
+            audit::note_detail("secrets revealed");
+        } else if self.access_token {
+            audit::note_detail("access token revealed");
+        }
+    }
+}
+
 impl TokenView {
-    pub fn new(t: &Token, reveal_secrets: bool) -> Self {
+    pub fn new(t: &Token, reveal: Reveal) -> Self {
         let secret = |s: &Option<Secret>| {
-            if reveal_secrets {
+            if reveal.secrets {
                 s.as_ref().map(|s| s.expose().to_owned())
             } else {
                 None
@@ -73,7 +101,11 @@ impl TokenView {
             client_id: t.client_id.clone(),
             client_secret: secret(&t.client_secret),
             refresh_token: secret(&t.refresh_token),
-            access_token: t.access_token.as_ref().map(|s| s.expose().to_owned()),
+            access_token: t
+                .access_token
+                .as_ref()
+                .filter(|_| reveal.access_token)
+                .map(|s| s.expose().to_owned()),
             grant_token: secret(&t.grant_token),
             expiry_time: t.expiry_time,
             redirect_url: t.redirect_url.clone(),
@@ -188,10 +220,9 @@ impl TryFrom<TokenBody> for PartialToken {
 
 /// The view of `token` for `caller`, noting in the audit trail when secrets were shown.
 pub fn view(token: &Token, caller: &Caller) -> TokenView {
-    let reveal = caller.has(Scope::Secrets);
-    if reveal {
-        audit::note_detail("secrets revealed");
-    }
+    audit::note_token_tenant(token.tenant.as_ref().map(TenantName::as_str));
+    let reveal = Reveal::for_caller(caller);
+    reveal.note();
     TokenView::new(token, reveal)
 }
 
@@ -292,6 +323,17 @@ pub struct ListParams {
 pub struct TokenPage {
     tokens: Vec<TokenView>,
     next_cursor: Option<String>,
+    /// Stored rows of this page the broker could not read (a key no longer configured, a
+    /// damaged ciphertext): left out of `tokens` and named here. Usually empty.
+    unreadable: Vec<UnreadableView>,
+}
+
+/// A stored token the broker cannot read.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnreadableView {
+    pub id: String,
+    /// Why, e.g. "cannot be decrypted with the configured keys".
+    pub error: String,
 }
 
 /// `GET /v1/tokens`: get_tokens, a page at a time.
@@ -322,9 +364,9 @@ pub async fn list(
         tenant: params.tenant.map(TenantName::parse).transpose()?,
     };
     let page = state.tokens.list(&caller.tenancy, query).await?;
-    let reveal = caller.has(Scope::Secrets);
-    if reveal && !page.tokens.is_empty() {
-        audit::note_detail("secrets revealed");
+    let reveal = Reveal::for_caller(&caller);
+    if !page.tokens.is_empty() {
+        reveal.note();
     }
     Ok(Json(TokenPage {
         tokens: page
@@ -333,6 +375,14 @@ pub async fn list(
             .map(|t| TokenView::new(t, reveal))
             .collect(),
         next_cursor: page.next_cursor,
+        unreadable: page
+            .unreadable
+            .into_iter()
+            .map(|u| UnreadableView {
+                id: u.id,
+                error: u.reason,
+            })
+            .collect(),
     }))
 }
 

@@ -56,6 +56,7 @@ impl OAuthService {
         min_validity_ms: i64,
     ) -> Result<Arc<Token>> {
         let token = self.tokens().get_cached(tenancy, id).await?;
+        crate::audit::note_token_tenant(token.tenant.as_ref().map(|t| t.as_str()));
         ensure_usable(&token)?;
         let token = if valid_for(&token, self.now_ms(), min_validity_ms) {
             crate::metrics::hot_path().access_token_valid.increment(1);
@@ -80,6 +81,12 @@ impl OAuthService {
         min_validity_ms: i64,
         force: bool,
     ) -> Result<Token> {
+        if force {
+            // A refresh asked for by a caller: its audit row names the token's tenant, also
+            // when the refresh fails.
+            let token = self.tokens().get_cached(tenancy, id).await?;
+            crate::audit::note_token_tenant(token.tenant.as_ref().map(|t| t.as_str()));
+        }
         let this = self.clone();
         let tenancy = tenancy.clone();
         let id = id.clone();

@@ -179,6 +179,8 @@ impl OAuthService {
         caller: &str,
         req: ConnectRequest,
     ) -> Result<(ConnectSession, Url)> {
+        let own = tenancy.own_tenant().map_or("*", |t| t.as_str());
+        self.check_login_start(format!("{own}/{caller}"))?;
         let provider = self
             .providers()
             .get(&req.provider)

@@ -3,7 +3,7 @@
 //! `aud`, `exp`; the nonce is compared by the login, which knows it); Zoho answers its user-info
 //! endpoint for the new access token. Nothing here logs a token or a claim value.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::client::{OAuthClient, TokenGrant};
@@ -94,18 +94,7 @@ impl OAuthClient {
         let header = jsonwebtoken::decode_header(id_token)
             .map_err(|_| IdentityError::Invalid("unreadable"))?;
         // Only the provider's published public keys: never a shared secret or `none`.
-        if !matches!(
-            header.alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-                | Algorithm::ES256
-                | Algorithm::ES384
-                | Algorithm::EdDSA
-        ) {
+        if !crate::jwks::is_public_key_algorithm(header.alg) {
             return Err(IdentityError::Invalid(
                 "not signed with a public-key algorithm",
             ));
@@ -117,10 +106,7 @@ impl OAuthClient {
             .keys(&self.http, header.kid.as_deref())
             .await
             .map_err(|e| IdentityError::Unavailable(e.to_string()))?;
-        let candidates: Vec<_> = match header.kid.as_deref() {
-            Some(kid) => keys.find(kid).into_iter().collect(),
-            None => keys.keys.iter().collect(),
-        };
+        let candidates = crate::jwks::candidates(&keys, header.kid.as_deref());
         if candidates.is_empty() {
             return Err(IdentityError::Invalid(
                 "signed with a key the provider does not publish",

@@ -34,6 +34,8 @@ pub struct EngineSettings {
     pub default_min_validity_ms: i64,
     /// Where a connect session's `return_to` may point: these origins and `public_url`'s own.
     pub return_to_origins: Vec<url::Origin>,
+    /// Connect sessions one caller may create per minute (`None`: no limit).
+    pub login_starts_per_minute: Option<std::num::NonZeroU32>,
 }
 
 impl EngineSettings {
@@ -49,6 +51,7 @@ impl EngineSettings {
             lease_ms: (s.refresh_lease_secs * 1000) as i64,
             default_min_validity_ms: (s.default_min_validity_secs * 1000) as i64,
             return_to_origins,
+            login_starts_per_minute: std::num::NonZeroU32::new(s.login_starts_per_minute),
         })
     }
 }
@@ -67,6 +70,8 @@ struct Inner {
     /// One async mutex per token being refreshed in this process: concurrent callers queue here
     /// and find the fresh token when their turn comes; the database lease covers other processes.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Connect sessions created, per caller (tenant and `sub`), against the per-minute limit.
+    login_starts: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl OAuthService {
@@ -81,10 +86,32 @@ impl OAuthService {
                 tokens,
                 providers,
                 client,
+                login_starts: settings
+                    .login_starts_per_minute
+                    .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
                 settings,
                 locks: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Counts a login start of `caller`; `RateLimited` when it has started too many this minute.
+    pub(crate) fn check_login_start(&self, caller: String) -> Result<()> {
+        let Some(limiter) = &self.inner.login_starts else {
+            return Ok(());
+        };
+        // Callers that stopped starting logins are forgotten now and then, so the map stays as
+        // small as the set of active callers.
+        if limiter.len() > 1_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&caller).map_err(|not_until| {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Error::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
     }
 
     pub fn settings(&self) -> &EngineSettings {

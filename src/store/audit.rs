@@ -3,7 +3,7 @@
 use sqlx::QueryBuilder;
 
 use super::columns::{select, table, Build, Statement, INSERT};
-use super::sql::PerBackend;
+use super::sql::{PerBackend, Sql};
 use super::{with_pool, Backend, Store, StoreError};
 
 table! {
@@ -25,6 +25,8 @@ table! {
         pub occurrences: i64 [INSERT],
         /// When the last of them happened, for aggregated rows.
         pub last_at: Option<i64> [INSERT],
+        /// The client's address, for refused unauthenticated calls (counted per source).
+        pub source: Option<String> [INSERT],
     }
 }
 
@@ -51,6 +53,7 @@ struct AuditSql {
     inserts: [Statement<AuditRow>; 3],
     /// The SELECT list the dynamic `list_audit` starts from.
     select: String,
+    purge: Sql,
 }
 
 static AUDIT_SQL: PerBackend<AuditSql> = PerBackend::new(AuditSql::build);
@@ -61,6 +64,7 @@ impl AuditSql {
             inserts: BATCH_SIZES
                 .map(|n| Build::new(b).text("INSERT").into_values(INSERT, n).finish()),
             select: select::<AuditRow>(b),
+            purge: Sql::new(b, "DELETE FROM audit_events WHERE at < ?"),
         }
     }
 }
@@ -83,6 +87,12 @@ impl Store {
             rest = tail;
         }
         Ok(())
+    }
+
+    /// Deletes the rows recorded before `before` (ms); returns how many.
+    pub async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let sql = &AUDIT_SQL.get(self.backend()).purge;
+        self.execute(sql, vec![before.into()]).await
     }
 
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {

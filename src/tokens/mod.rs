@@ -43,6 +43,40 @@ pub enum Saved {
 pub struct Page {
     pub tokens: Vec<Token>,
     pub next_cursor: Option<String>,
+    /// Rows of this page that could not be opened (a key no longer configured, a damaged
+    /// ciphertext): left out of `tokens`, named here so an operator can find them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A stored row the broker cannot turn into a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub id: String,
+    /// Why, without any secret: "cannot be decrypted with the configured keys", ….
+    pub reason: String,
+}
+
+/// Opens the rows of a page; the ones that cannot be opened are reported (log, metric) and
+/// returned apart, so one damaged row never hides the others.
+fn open_all(keys: &KeyRing, rows: Vec<crate::store::TokenRow>) -> (Vec<Token>, Vec<Unreadable>) {
+    let mut tokens = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for row in rows {
+        let id = row.id.clone();
+        match open(keys, row) {
+            Ok(t) => tokens.push(t),
+            Err(e) => {
+                let reason = match e {
+                    Error::Crypto(_) => "cannot be decrypted with the configured keys".to_owned(),
+                    _ => "is damaged (a column holds an invalid value)".to_owned(),
+                };
+                tracing::error!(token_id = %id, reason, "a stored token could not be read; it was skipped");
+                metrics::counter!("token_rows_unreadable_total").increment(1);
+                unreadable.push(Unreadable { id, reason });
+            }
+        }
+    }
+    (tokens, unreadable)
 }
 
 /// Query of `get_tokens`, already checked for form.
@@ -316,11 +350,15 @@ impl TokenService {
             .token_by_id(id.as_str(), &tenancy.filter())
             .await?
             .ok_or(Error::NotFound)?;
-        open(&self.keys, row)
+        let token = open(&self.keys, row)?;
+        crate::audit::note_token_tenant(token.tenant.as_ref().map(TenantName::as_str));
+        Ok(token)
     }
 
     /// delete_token.
     pub async fn delete(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
+        // Read first: the audit trail records the deleted token's tenant.
+        self.get(tenancy, id).await?;
         self.forget(id.as_str());
         if self
             .store
@@ -365,13 +403,11 @@ impl TokenService {
         let next_cursor = more
             .then(|| rows.last().map(|r| B64URL.encode(r.id.as_bytes())))
             .flatten();
-        let tokens = rows
-            .into_iter()
-            .map(|r| open(&self.keys, r))
-            .collect::<Result<Vec<_>>>()?;
+        let (tokens, unreadable) = open_all(&self.keys, rows);
         Ok(Page {
             tokens,
             next_cursor,
+            unreadable,
         })
     }
 }

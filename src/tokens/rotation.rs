@@ -1,15 +1,17 @@
 //! Key rotation: re-encrypting every stored token still under an older key with the active one,
 //! page by page, while the service keeps running.
 
-use super::{open, seal, TokenService};
+use super::{open, seal, TokenService, Unreadable};
 use crate::error::Result;
 use crate::store::{ListFilter, TenantFilter};
 
 /// What a key rotation did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RotationReport {
     pub reencrypted: usize,
     pub unchanged: usize,
+    /// Rows that could not be decrypted (so not re-encrypted either): left as they are.
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl TokenService {
@@ -40,7 +42,19 @@ impl TokenService {
                         break;
                     }
                     let (read_key, read_at) = (row.key_id.clone(), row.updated_at);
-                    let sealed = seal(&self.keys, &open(&self.keys, row.clone())?);
+                    let token = match open(&self.keys, row.clone()) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(token_id = %row.id, error = %e, "a stored token could not be decrypted; it was not re-encrypted");
+                            metrics::counter!("token_rows_unreadable_total").increment(1);
+                            report.unreadable.push(Unreadable {
+                                id: row.id.clone(),
+                                reason: "cannot be decrypted with the configured keys".into(),
+                            });
+                            break;
+                        }
+                    };
+                    let sealed = seal(&self.keys, &token);
                     if self
                         .store
                         .reencrypt_token(sealed, &read_key, read_at)

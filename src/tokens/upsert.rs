@@ -12,7 +12,7 @@ const SAVE_ATTEMPTS: usize = 5;
 
 impl TokenService {
     /// save_token: updates the token the partial one matches (by id first, then the find rules),
-    /// or inserts it with the given or a generated id. Never creates a second row for a token
+    /// or inserts it with a generated id (or the given one, for callers of every tenant). Never creates a second row for a token
     /// that find would match, even when saves of the same user race.
     pub async fn save(&self, tenancy: &Tenancy, partial: PartialToken) -> Result<(Token, Saved)> {
         self.save_merging(tenancy, partial, Freshness::Caller).await
@@ -89,7 +89,14 @@ impl TokenService {
                     }
                 }
                 None => {
-                    let token = self.new_token(&partial, tenant.clone(), now)?;
+                    // A caller confined to a tenant never names a new token: were its id taken
+                    // by another tenant's token, the save would fail where a free id succeeds,
+                    // telling the caller that the other tenant has it. The broker names it.
+                    let id = match tenancy {
+                        Tenancy::Unrestricted => partial.id.clone(),
+                        Tenancy::Only(_) => None,
+                    };
+                    let token = self.new_token(&partial, id, tenant.clone(), now)?;
                     match self.store.insert_token(seal(&self.keys, &token)).await {
                         Ok(()) => return Ok((token, Saved::Created)),
                         // A concurrent save won the race: the next round finds and updates it.
@@ -105,7 +112,13 @@ impl TokenService {
         ))
     }
 
-    fn new_token(&self, p: &PartialToken, tenant: Option<TenantName>, now: i64) -> Result<Token> {
+    fn new_token(
+        &self,
+        p: &PartialToken,
+        id: Option<TokenId>,
+        tenant: Option<TenantName>,
+        now: i64,
+    ) -> Result<Token> {
         if p.refresh_token.is_none() && p.access_token.is_none() && p.grant_token.is_none() {
             return Err(InvalidField::new(
                 "refresh_token",
@@ -114,7 +127,7 @@ impl TokenService {
             .into());
         }
         Ok(Token {
-            id: p.id.clone().unwrap_or_else(TokenId::generate),
+            id: id.unwrap_or_else(TokenId::generate),
             tenant,
             provider: p
                 .provider

@@ -95,7 +95,7 @@ async fn expired_wrong_key_and_unsigned_jwts_are_refused() {
     let expired = sign(
         Algorithm::HS256,
         &key,
-        json!({ "sub": "svc", "scope": "tokens:read", "exp": now() - 3600 }),
+        json!({ "sub": "svc", "scope": "tokens:read", "tenant": "*", "exp": now() - 3600 }),
     );
     let (status, body) = error_of(app.list(&expired, "").await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -105,14 +105,16 @@ async fn expired_wrong_key_and_unsigned_jwts_are_refused() {
     let forged = sign(
         Algorithm::HS256,
         &wrong,
-        json!({ "sub": "svc", "scope": "tokens:read", "exp": now() + 60 }),
+        json!({ "sub": "svc", "scope": "tokens:read", "tenant": "*", "exp": now() + 60 }),
     );
     assert_eq!(list_status(&app, &forged).await, StatusCode::UNAUTHORIZED);
 
     // alg "none": header and claims with an empty signature.
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let claims = URL_SAFE_NO_PAD
-        .encode(json!({ "sub": "svc", "scope": "tokens:admin", "exp": now() + 60 }).to_string());
+    let claims = URL_SAFE_NO_PAD.encode(
+        json!({ "sub": "svc", "scope": "tokens:admin", "tenant": "*", "exp": now() + 60 })
+            .to_string(),
+    );
     assert_eq!(
         list_status(&app, &format!("{header}.{claims}.")).await,
         StatusCode::UNAUTHORIZED
@@ -127,7 +129,7 @@ async fn expired_wrong_key_and_unsigned_jwts_are_refused() {
     let no_sub = sign(
         Algorithm::HS256,
         &key,
-        json!({ "scope": "tokens:read", "exp": now() + 60 }),
+        json!({ "scope": "tokens:read", "tenant": "*", "exp": now() + 60 }),
     );
     assert_eq!(list_status(&app, &no_sub).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -138,7 +140,7 @@ async fn expired_wrong_key_and_unsigned_jwts_are_refused() {
     let good = sign(
         Algorithm::HS256,
         &key,
-        json!({ "sub": "svc", "scope": "tokens:read", "exp": now() + 60 }),
+        json!({ "sub": "svc", "scope": "tokens:read", "tenant": "*", "exp": now() + 60 }),
     );
     assert_eq!(list_status(&app, &good).await, StatusCode::OK);
 }
@@ -196,7 +198,7 @@ async fn asymmetric_keys_verify_eddsa_and_es256_callers() {
         ];
     })
     .await;
-    let claims = json!({ "sub": "svc", "scope": "tokens:read", "exp": now() + 60 });
+    let claims = json!({ "sub": "svc", "scope": "tokens:read", "tenant": "*", "exp": now() + 60 });
     assert_eq!(
         list_status(&app, &sign(Algorithm::EdDSA, &ed_key, claims.clone())).await,
         StatusCode::OK
@@ -231,7 +233,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
         sign(
             Algorithm::HS256,
             &key,
-            json!({ "sub": "s", "scope": "tokens:read", "exp": now() + 60, "iss": iss, "aud": aud }),
+            json!({ "sub": "s", "scope": "tokens:read", "tenant": "*", "exp": now() + 60, "iss": iss, "aud": aud }),
         )
     };
     assert_eq!(
@@ -252,7 +254,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let no_iss = sign(
         Algorithm::HS256,
         &key,
-        json!({ "sub": "s", "scope": "tokens:read", "exp": now() + 60, "aud": "token-broker" }),
+        json!({ "sub": "s", "scope": "tokens:read", "tenant": "*", "exp": now() + 60, "aud": "token-broker" }),
     );
     assert_eq!(list_status(&app, &no_iss).await, StatusCode::UNAUTHORIZED);
 }

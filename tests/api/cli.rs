@@ -18,9 +18,13 @@ fn broker(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// The exit code of invalid configuration (README: exit codes).
+const EXIT_CONFIG: i32 = 78;
+
 #[test]
 fn a_bad_config_value_fails_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    let zeros = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     for (var, value, named) in [
         ("TOKEN_BROKER__SERVER__PORT", "eighty", "server.port"),
         ("TOKEN_BROKER__DATABASE__URL", "oracle://db", "database.url"),
@@ -30,13 +34,46 @@ fn a_bad_config_value_fails_at_start_naming_the_key() {
             "0",
             "audit.read_window_ms",
         ),
+        // A log filter that does not parse fails instead of silently logging something else.
+        ("TOKEN_BROKER__LOG__FILTER", "info,[[[", "log.filter"),
+        // Weak secrets: 32 spaces, a repeated pattern, an all-zero encryption key.
+        (
+            "TOKEN_BROKER__AUTH__HS256_SECRET",
+            "                                ",
+            "auth.hs256_secret",
+        ),
+        (
+            "TOKEN_BROKER__AUTH__HS256_SECRET",
+            "abababababababababababababababab",
+            "auth.hs256_secret",
+        ),
+        ("TOKEN_BROKER__CRYPTO__KEYS__K1", zeros, "crypto.keys.k1"),
+        (
+            "TOKEN_BROKER__SERVER__TLS__CERT_FILE",
+            "/nonexistent/cert.pem",
+            "server.tls",
+        ),
     ] {
-        let out = broker(dir.path())
-            .env(var, value)
-            .arg("serve")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{var}");
+        let mut cmd = broker(dir.path());
+        if var.starts_with("TOKEN_BROKER__CRYPTO__") {
+            cmd.env("TOKEN_BROKER__CRYPTO__ACTIVE_KEY_ID", "k1").env(
+                "TOKEN_BROKER__CRYPTO__LOOKUP_KEY",
+                crate::helpers::expose(&token_broker::crypto::generate_key()),
+            );
+        }
+        if var == "TOKEN_BROKER__SERVER__TLS__CERT_FILE" {
+            cmd.env(
+                "TOKEN_BROKER__SERVER__TLS__KEY_FILE",
+                "/nonexistent/key.pem",
+            );
+        }
+        let out = cmd.env(var, value).arg("serve").output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_CONFIG),
+            "{var}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(named), "{var}: {err}");
     }
@@ -83,11 +120,43 @@ async fn jwt_mint_prints_a_token_the_service_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let jwt = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // Without --tenant the JWT may act on every tenant, and the command says so.
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("EVERY tenant"), "{note}");
+    assert_eq!(claims_of(&jwt)["tenant"], "*");
     assert_eq!(app.list(&jwt, "").await.status(), StatusCode::OK);
     assert_eq!(
         app.delete_all(&jwt, "?confirm=all").await.status(),
         StatusCode::FORBIDDEN
     );
+
+    // With --tenant it is confined, and nothing is said.
+    let out = broker(dir.path())
+        .env("TOKEN_BROKER__AUTH__HS256_SECRET", &secret)
+        .args(["jwt", "mint", "--sub", "acme-app", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("EVERY tenant"));
+    let jwt = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(claims_of(&jwt)["tenant"], "acme");
+    // A tenant that is not a name: the command fails (exit 1).
+    let out = broker(dir.path())
+        .env("TOKEN_BROKER__AUTH__HS256_SECRET", &secret)
+        .args(["jwt", "mint", "--sub", "x", "--tenant", "not a tenant"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// The claims of a JWT, unverified (the test only reads what was minted).
+fn claims_of(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// `cargo run` with no configuration: SQLite in the working directory, a key file created with
@@ -252,7 +321,7 @@ async fn keys_rotate_reencrypts_every_token_and_the_old_key_can_go() {
         &token_broker::auth::MintRequest {
             sub: "t".into(),
             scope: "tokens:read tokens:secrets".into(),
-            tenant: None,
+            tenant: token_broker::auth::ALL_TENANTS.into(),
             ttl_secs: 60,
             issuer: None,
             audience: None,

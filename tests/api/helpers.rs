@@ -255,7 +255,7 @@ async fn launch(settings: Settings, db: TestDatabase, manual: Option<ManualClock
 pub const ALL_SCOPES: &str = "tokens:read tokens:access tokens:write tokens:secrets tokens:admin";
 
 impl TestApp {
-    /// A caller JWT with these scopes and no tenant.
+    /// A caller JWT with these scopes, for every tenant (`"tenant": "*"`).
     pub fn jwt(&self, scopes: &str) -> String {
         self.jwt_for("test-caller", scopes, None)
     }
@@ -267,7 +267,7 @@ impl TestApp {
             &MintRequest {
                 sub: sub.into(),
                 scope: scopes.into(),
-                tenant: tenant.map(Into::into),
+                tenant: tenant.unwrap_or(token_broker::auth::ALL_TENANTS).into(),
                 ttl_secs: 600,
                 issuer: non_empty(&self.settings.auth.issuer),
                 audience: non_empty(&self.settings.auth.audience),
@@ -276,7 +276,7 @@ impl TestApp {
         .unwrap()
     }
 
-    /// The admin JWT most tests use: every scope, no tenant.
+    /// The admin JWT most tests use: every scope, every tenant.
     pub fn admin(&self) -> String {
         self.jwt(ALL_SCOPES)
     }
@@ -312,6 +312,50 @@ impl TestApp {
             .unwrap();
         store.close().await;
         rows
+    }
+
+    /// How many audit rows are stored, read directly.
+    pub async fn raw_audit_count(&self) -> usize {
+        self.raw_audit_times().await.len()
+    }
+
+    /// The `at` of every stored audit row, read directly.
+    pub async fn raw_audit_times(&self) -> Vec<i64> {
+        let store = Store::connect(&self.db.url, &Default::default()).unwrap();
+        let rows = store
+            .list_audit(&token_broker::store::AuditFilter {
+                limit: 100_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        rows.into_iter().map(|r| r.at).collect()
+    }
+
+    /// Writes audit rows recorded at these times directly (as an older broker would have).
+    pub async fn insert_audit_rows(&self, times: &[i64]) {
+        let store = Store::connect(&self.db.url, &Default::default()).unwrap();
+        let rows: Vec<_> = times
+            .iter()
+            .map(|at| token_broker::store::AuditRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                at: *at,
+                caller: "old-caller".into(),
+                tenant: String::new(),
+                token_id: None,
+                action: "get_token".into(),
+                outcome: "ok".into(),
+                status: 200,
+                detail: None,
+                request_id: None,
+                occurrences: 1,
+                last_at: None,
+                source: None,
+            })
+            .collect();
+        store.insert_audit(&rows).await.unwrap();
+        store.close().await;
     }
 
     /// A second broker on the same database, keys and settings, as another replica behind a load

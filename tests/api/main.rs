@@ -17,6 +17,7 @@ mod fake_provider;
 mod fake_zoho;
 mod helpers;
 
+mod anonymous_traffic;
 mod auth;
 mod browser;
 mod cli;
@@ -43,4 +44,6 @@ mod replicas;
 mod sdk_adapters;
 mod sdk_storm;
 mod single_flight;
+mod stored_rows;
+mod tenancy;
 mod tokens;

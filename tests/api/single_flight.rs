@@ -94,7 +94,7 @@ client_secret = "{client_secret}"
         &token_broker::auth::MintRequest {
             sub: "test".into(),
             scope: "tokens:write tokens:access".into(),
-            tenant: None,
+            tenant: token_broker::auth::ALL_TENANTS.into(),
             ttl_secs: 600,
             issuer: None,
             audience: None,

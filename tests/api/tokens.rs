@@ -381,11 +381,29 @@ async fn secrets_are_redacted_without_the_secrets_scope(backend: Backend) {
     assert_eq!(r["client_secret"], Value::Null);
     assert_eq!(r["refresh_token"], Value::Null);
     assert_eq!(r["grant_token"], Value::Null);
-    assert_eq!(r["access_token"], "1000.access.alice");
+    // The access token too: reading one needs tokens:access.
+    assert_eq!(r["access_token"], Value::Null);
     assert_eq!(r["client_id"], "1000.CLIENT");
+    let with_access = app.jwt("tokens:read tokens:access");
+    let r: Value = app
+        .get_token(&with_access, a["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["access_token"], "1000.access.alice");
+    assert_eq!(r["refresh_token"], Value::Null);
 
     let list: Value = app.list(&reader, "").await.json().await.unwrap();
     assert_eq!(list["tokens"][0]["refresh_token"], Value::Null);
+    assert_eq!(list["tokens"][0]["access_token"], Value::Null);
+    let found: Value = app
+        .find(&reader, &json!({ "user_name": "alice@example.com" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["access_token"], Value::Null);
 
     let with_secrets = app.jwt("tokens:read tokens:secrets");
     let r: Value = app

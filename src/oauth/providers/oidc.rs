@@ -1,13 +1,15 @@
 //! OpenID Connect (`kind = "oidc"`): a provider known by its issuer alone. Its endpoints come from
 //! the issuer's discovery document (`/.well-known/openid-configuration`, fetched on first use and
-//! again after an hour or a failure) and id_tokens are checked against its JWKS (cached, fetched
-//! again when a token names a key id the cached set lacks, at most every ten seconds). Client
+//! again after an hour or a failure) and id_tokens are checked against its JWKS (`crate::jwks`). Client
 //! authentication and revocation are plain OAuth 2.0 (`oauth2.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
+
+pub use crate::jwks::FetchError as DiscoveryError;
+use crate::jwks::{fetch_json, KeySetCache};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
@@ -18,10 +20,6 @@ use crate::config::AuthMethod;
 
 /// Discovery documents are fetched again after this long.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
-/// A JWKS is fetched again for an unknown key id at most this often.
-const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(10);
-/// The largest discovery document or key set read.
-const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 /// The dialect of an OpenID Connect provider.
 pub(super) fn dialect(auth_method: AuthMethod) -> Box<dyn Dialect> {
@@ -30,11 +28,6 @@ pub(super) fn dialect(auth_method: AuthMethod) -> Box<dyn Dialect> {
         id_tokens: true,
     })
 }
-
-/// Why discovery or the key set could not be had.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct DiscoveryError(pub String);
 
 #[derive(Deserialize)]
 struct Metadata {
@@ -51,7 +44,7 @@ struct Metadata {
 pub struct Discovery {
     issuer: Url,
     endpoints: Mutex<Option<(Arc<Endpoints>, Instant)>>,
-    keys: Mutex<Option<(Arc<JwkSet>, Instant)>>,
+    keys: KeySetCache,
 }
 
 impl Discovery {
@@ -59,7 +52,7 @@ impl Discovery {
         Self {
             issuer,
             endpoints: Mutex::new(None),
-            keys: Mutex::new(None),
+            keys: KeySetCache::new(METADATA_MAX_AGE),
         }
     }
 
@@ -104,49 +97,12 @@ impl Discovery {
         http: &reqwest::Client,
         kid: Option<&str>,
     ) -> Result<Arc<JwkSet>, DiscoveryError> {
-        let mut cached = self.keys.lock().await;
-        if let Some((set, at)) = cached.as_ref() {
-            let known = kid.is_none_or(|k| set.find(k).is_some());
-            if known || at.elapsed() < JWKS_MIN_INTERVAL {
-                return Ok(set.clone());
-            }
-        }
         let url = self
             .endpoints(http)
             .await?
             .jwks
             .clone()
             .ok_or_else(|| DiscoveryError("the issuer names no jwks_uri".into()))?;
-        let set: JwkSet = fetch_json(http, url).await?;
-        let set = Arc::new(set);
-        *cached = Some((set.clone(), Instant::now()));
-        Ok(set)
+        self.keys.get(http, &url, kid).await
     }
-}
-
-async fn fetch_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: Url,
-) -> Result<T, DiscoveryError> {
-    let response = http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|_| DiscoveryError("the issuer could not be reached".into()))?;
-    if !response.status().is_success() {
-        return Err(DiscoveryError(format!(
-            "the issuer answered HTTP {}",
-            response.status().as_u16()
-        )));
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|_| DiscoveryError("the issuer's answer was cut short".into()))?;
-    if body.len() > MAX_DOCUMENT_BYTES {
-        return Err(DiscoveryError("the issuer's document is too large".into()));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|_| DiscoveryError("the issuer's document could not be read".into()))
 }
