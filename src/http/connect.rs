@@ -95,7 +95,8 @@ fn connect_request(body: SessionBody) -> Result<ConnectRequest> {
 /// `POST /v1/connect/sessions`: a link for a person to connect their account (201).
 #[utoipa::path(post, path = "/v1/connect/sessions", tag = "connect", request_body = SessionBody,
     responses((status = 201, description = "Created: send the person to `connect_url`", body = SessionView),
-        (status = 422, description = "Unknown provider, a scope the provider does not allow, or a return_to that is malformed, too long or of an origin not allowed", body = ErrorBody)),
+        (status = 422, description = "Unknown provider, a scope the provider does not allow, or a return_to that is malformed, too long or of an origin not allowed", body = ErrorBody),
+        (status = 429, description = "rate_limited: this caller started more logins this minute than oauth.login_starts_per_minute (Retry-After)", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -280,7 +281,8 @@ pub struct AuthorizeParams {
 #[utoipa::path(get, path = "/v1/oauth/authorize", tag = "oauth", params(AuthorizeParams),
     responses((status = 302, description = "To a new connect session's link on the broker (which binds the login to the browser that opens it, then goes on to the provider)"),
         (status = 200, description = "With Accept: application/json: {\"authorize_url\", \"connect_url\", \"session_id\", \"expires_at\"}"),
-        (status = 422, description = "Unknown provider, a scope not allowed, or a bad return_to", body = ErrorBody)),
+        (status = 422, description = "Unknown provider, a scope not allowed, or a bad return_to", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many login starts by this caller this minute (Retry-After)", body = ErrorBody)),
     security(("bearer" = ["tokens:write"])))]
 /// `GET /v1/oauth/authorize`: the first version's way to start a login, kept for its callers. It
 /// creates a connect session and answers with its link (302, or JSON for `Accept:

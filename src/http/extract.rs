@@ -77,7 +77,16 @@ where
             }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(de).map_err(json_error)?;
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
+            // serde_json reports a wrong type for an enum field (a number where a status name
+            // belongs) as a syntax error; the body is valid JSON, so it is that field's fault.
+            let valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+            if valid_json && !matches!(e.inner().classify(), serde_json::error::Category::Data) {
+                InvalidField::new(field_name(&e.path().to_string()), "wrong type or value").into()
+            } else {
+                json_error(e)
+            }
+        })?;
         Ok(ApiJson(value))
     }
 }

@@ -119,7 +119,7 @@ impl Registry {
 
     fn finish(self) -> (Router<AppState>, Document, RouteTable) {
         let (router, mut doc) = self.router.split_for_parts();
-        SecuredAnswers.modify(&mut doc);
+        ContractAnswers.modify(&mut doc);
         (router, doc, self.table)
     }
 }
@@ -190,11 +190,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// 401 and 403 for every operation with a security requirement: the caller extractor and
-/// `Caller::require` answer them the same way everywhere, so no handler lists them itself.
-struct SecuredAnswers;
+/// The answers the shared extractors give, added to every operation they apply to, so no
+/// handler lists them itself and none is left out:
+/// - a security requirement: 401 (the caller extractor) and 403 (`Caller::require`);
+/// - a request body: 400 (not JSON), 413 (too large), 415 (not `application/json`), 422 (a field
+///   refused);
+/// - a path parameter: 400 (`invalid_id`);
+/// - query parameters: 400 (`invalid_query`: unknown or unreadable) and 422 (a value refused).
+struct ContractAnswers;
 
-impl Modify for SecuredAnswers {
+impl Modify for ContractAnswers {
     fn modify(&self, openapi: &mut Document) {
         use utoipa::{PartialSchema, ToSchema};
         let error = |description: &str| {
@@ -208,11 +213,41 @@ impl Modify for SecuredAnswers {
                 )
                 .build()
         };
+        use utoipa::openapi::path::ParameterIn;
         for item in openapi.paths.paths.values_mut() {
-            for op in operations_mut(item).filter(|op| op.security.is_some()) {
+            for op in operations_mut(item) {
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let in_path = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let in_query = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                let has_body = op.request_body.is_some();
+                let secured = op.security.is_some();
                 let answers = &mut op.responses.responses;
-                answers.insert("401".into(), error("No or invalid caller JWT").into());
-                answers.insert("403".into(), error("Missing scope").into());
+                let mut add = |status: &str, text: &str| {
+                    answers
+                        .entry(status.into())
+                        .or_insert_with(|| error(text).into());
+                };
+                if secured {
+                    add("401", "No or invalid caller JWT");
+                    add("403", "Missing scope");
+                }
+                if has_body {
+                    add("400", "The body is not JSON (malformed_json, unreadable_body)");
+                    add("413", "The body is larger than server.body_limit_bytes");
+                    add("415", "The body is not sent as Content-Type: application/json");
+                    add("422", "A field was refused (invalid_field, naming it)");
+                }
+                if in_path {
+                    add("400", "A path parameter is malformed (invalid_id)");
+                }
+                if in_query {
+                    add("400", "The query string is unreadable or names an unknown parameter (invalid_query)");
+                    add("422", "A query parameter's value was refused (invalid_field)");
+                }
             }
         }
         openapi
@@ -274,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn every_secured_operation_documents_401_and_403() {
+    fn every_operation_documents_the_answers_of_its_extractors() {
         let (_, doc, _) = api();
         for (method, path, op) in every_operation(&doc) {
             let answers = &op.responses.responses;
@@ -282,6 +317,11 @@ mod tests {
             assert_eq!(answers.contains_key("401"), secured, "{method} {path}");
             if secured {
                 assert!(answers.contains_key("403"), "{method} {path}");
+            }
+            if op.request_body.is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(answers.contains_key(status), "{method} {path} {status}");
+                }
             }
         }
     }

@@ -11,6 +11,8 @@
 //!   oauth_refresh -- --nocapture`. Without it tests stay quiet (libtest shows a failed test's
 //!   output either way).
 //! - `TB_TEST_SKIP_PYTHON=1` / `TB_TEST_SKIP_NODE=1`: skip the SDK adapter suites.
+//! - `TB_TEST_SKIP_BROWSER=1`: skip the Chromium tests; `TB_TEST_SKIP_SCHEMATHESIS=1`: skip the
+//!   OpenAPI fuzzing (schemathesis).
 
 mod client;
 mod fake_provider;
@@ -41,6 +43,7 @@ mod openapi;
 mod processes;
 mod refresh_limits;
 mod replicas;
+mod schema_fuzz;
 mod sdk_adapters;
 mod sdk_storm;
 mod single_flight;
