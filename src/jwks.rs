@@ -1,8 +1,8 @@
 //! JSON Web Key Sets fetched from a URL — an OpenID provider's (id_tokens of logins) and the
 //! caller keys of `auth.jwks_url` (service tokens from an identity provider or Kubernetes). A set
 //! is cached, fetched again after its maximum age, and fetched again early when a token names a
-//! key id the cached set lacks — at most every ten seconds, so tokens with invented key ids
-//! cannot make the broker hammer the issuer.
+//! key id the cached set lacks (a rotation) — at most once every ten seconds, so tokens with
+//! invented key ids cannot make the broker hammer the issuer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,14 +26,21 @@ pub struct FetchError(pub String);
 #[derive(Debug)]
 pub struct KeySetCache {
     max_age: Duration,
-    cached: Mutex<Option<(Arc<JwkSet>, Instant)>>,
+    cached: Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    set: Option<(Arc<JwkSet>, Instant)>,
+    /// When a token's unknown key id last made us fetch early.
+    last_early_fetch: Option<Instant>,
 }
 
 impl KeySetCache {
     pub fn new(max_age: Duration) -> Self {
         Self {
             max_age,
-            cached: Mutex::new(None),
+            cached: Mutex::new(Cached::default()),
         }
     }
 
@@ -46,21 +53,27 @@ impl KeySetCache {
         kid: Option<&str>,
     ) -> Result<Arc<JwkSet>, FetchError> {
         let mut cached = self.cached.lock().await;
-        if let Some((set, at)) = cached.as_ref() {
+        if let Some((set, at)) = cached.set.as_ref() {
             let fresh = at.elapsed() < self.max_age;
             let known = kid.is_none_or(|k| set.find(k).is_some());
-            if fresh && (known || at.elapsed() < UNKNOWN_KID_MIN_INTERVAL) {
+            let may_fetch_early = cached
+                .last_early_fetch
+                .is_none_or(|t| t.elapsed() >= UNKNOWN_KID_MIN_INTERVAL);
+            if fresh && (known || !may_fetch_early) {
                 return Ok(set.clone());
+            }
+            if fresh {
+                cached.last_early_fetch = Some(Instant::now());
             }
         }
         match fetch_json::<JwkSet>(http, url.clone()).await {
             Ok(set) => {
                 let set = Arc::new(set);
-                *cached = Some((set.clone(), Instant::now()));
+                cached.set = Some((set.clone(), Instant::now()));
                 Ok(set)
             }
             // A set we had stays usable while its issuer is briefly unreachable.
-            Err(e) => match cached.as_ref() {
+            Err(e) => match cached.set.as_ref() {
                 Some((set, _)) => {
                     tracing::warn!(error = %e, "could not fetch a key set again; using the cached one");
                     Ok(set.clone())

@@ -167,6 +167,7 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         (name = "access", description = "Valid access tokens, refresh, revoke"),
         (name = "oauth", description = "Code exchange and the browser login"),
         (name = "operations", description = "Health, metrics, audit"),
+        (name = "connect", description = "Connect sessions: the login a person finishes in their browser"),
     )
 )]
 struct ApiDoc;
@@ -236,9 +237,15 @@ impl Modify for ContractAnswers {
                     add("403", "Missing scope");
                 }
                 if has_body {
-                    add("400", "The body is not JSON (malformed_json, unreadable_body)");
+                    add(
+                        "400",
+                        "The body is not JSON (malformed_json, unreadable_body)",
+                    );
                     add("413", "The body is larger than server.body_limit_bytes");
-                    add("415", "The body is not sent as Content-Type: application/json");
+                    add(
+                        "415",
+                        "The body is not sent as Content-Type: application/json",
+                    );
                     add("422", "A field was refused (invalid_field, naming it)");
                 }
                 if in_path {
@@ -246,7 +253,10 @@ impl Modify for ContractAnswers {
                 }
                 if in_query {
                     add("400", "The query string is unreadable or names an unknown parameter (invalid_query)");
-                    add("422", "A query parameter's value was refused (invalid_field)");
+                    add(
+                        "422",
+                        "A query parameter's value was refused (invalid_field)",
+                    );
                 }
             }
         }

@@ -258,3 +258,74 @@ async fn issuer_and_audience_are_checked_when_configured() {
     );
     assert_eq!(list_status(&app, &no_iss).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn not_before_audience_lists_and_the_lifetime_cap_are_enforced() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.auth.audience = "token-broker".into();
+        s.auth.max_token_lifetime_secs = 3600;
+        s.auth.leeway_secs = 30;
+    })
+    .await;
+    let key = EncodingKey::from_secret(expose(&app.settings.auth.hs256_secret).as_bytes());
+    let jwt = |extra: serde_json::Value| {
+        let mut claims = json!({ "sub": "s", "scope": "tokens:read", "tenant": "*",
+                                 "aud": "token-broker", "iat": now(), "exp": now() + 600 });
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        sign(Algorithm::HS256, &key, claims)
+    };
+    assert_eq!(list_status(&app, &jwt(json!({}))).await, StatusCode::OK);
+    // nbf: in the future (beyond the leeway) refused, within the leeway accepted.
+    let (status, body) = error_of(app.list(&jwt(json!({ "nbf": now() + 300 })), "").await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["message"].as_str().unwrap().contains("not valid yet"),
+        "{body}"
+    );
+    assert_eq!(
+        list_status(&app, &jwt(json!({ "nbf": now() + 10 }))).await,
+        StatusCode::OK
+    );
+    // aud may be a list (RFC 7519 §4.1.3); it must contain this broker.
+    assert_eq!(
+        list_status(&app, &jwt(json!({ "aud": ["crm-api", "token-broker"] }))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        list_status(&app, &jwt(json!({ "aud": ["crm-api", "billing"] }))).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // A JWT that lives longer than auth.max_token_lifetime_secs is refused, with or without iat.
+    let (status, body) = error_of(
+        app.list(&jwt(json!({ "exp": now() + 86_400 * 365 })), "")
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["message"].as_str().unwrap().contains("lives longer"),
+        "{body}"
+    );
+    let mut no_iat = json!({ "sub": "s", "scope": "tokens:read", "tenant": "*",
+                             "aud": "token-broker", "exp": now() + 7200 });
+    assert_eq!(
+        list_status(&app, &sign(Algorithm::HS256, &key, no_iat.clone())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    no_iat["exp"] = json!(now() + 1800);
+    assert_eq!(
+        list_status(&app, &sign(Algorithm::HS256, &key, no_iat)).await,
+        StatusCode::OK
+    );
+    // Scopes may also come as a list (`scope` or `scp`), as identity providers issue them.
+    assert_eq!(
+        list_status(&app, &jwt(json!({ "scope": ["tokens:read"] }))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        list_status(&app, &jwt(json!({ "scope": null, "scp": ["tokens:read"] }))).await,
+        StatusCode::OK
+    );
+}

@@ -5,7 +5,7 @@
 //! request outside the broker), a second login in the same browser that keeps the new grant alive,
 //! a denied consent, a link opened twice, a login finished in another browser, a login as another
 //! person than the session was for, return_to on success and failure, and the authorize
-//! endpoint opened by a person. Screenshots go to `target/browser-screenshots/<backend>/`.
+//! endpoint opened by a person, and the API reference at /docs rendered from the broker alone. Screenshots go to `target/browser-screenshots/<backend>/`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -65,5 +65,30 @@ async fn a_human_readable_api_page_is_served() {
     let app = spawn_app(Backend::Sqlite).await;
     let r = app.get_public("/docs").await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.text().await.unwrap().contains("/openapi.json"));
+    // Everything it loads comes from the broker (the browser test renders it in Chromium).
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("/openapi.json"));
+    assert!(page.contains("src=\"/docs/redoc.standalone.js\""));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    let script = app.get_public("/docs/redoc.standalone.js").await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(
+        script.bytes().await.unwrap().len() > 500_000,
+        "the embedded Redoc bundle"
+    );
 }

@@ -12,15 +12,17 @@
 //   RETURN_TO_BASE     http://127.0.0.1:<port> the broker allows for return_to; this script
 //                      serves that port itself (200 "done" to anything)
 //   SCREENSHOT_DIR     where the PNGs go (default target/browser-screenshots in the repo)
-//   SCENARIOS          comma list of scenario letters (a..h) or names; default all
+//   SCENARIOS          comma list of scenario letters (a..i) or names; default all
 //
 // Prints `ok - <name>` or `not ok - <name>: <reason>` per scenario (plus `# ` lines of
 // detail), then `N passed, N failed`; exits 1 when any failed, 2 on a usage error.
 
+import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
+import * as path from 'node:path';
 import {
   brokerApi, brokerPage, check, consent, documentStatus, interceptCallback, openBrowser,
-  passProvider, PHONE, DESKTOP, screenshot, signIn, watchRequests,
+  passProvider, PHONE, DESKTOP, screenshot, SCREENSHOT_DIR, signIn, watchRequests,
 } from './lib.mjs';
 
 const env = process.env;
@@ -398,6 +400,37 @@ const scenarios = [
       check(!isJson, 'the page is JSON', body.slice(0, 200));
       check(/application/i.test(body), 'the page does not say the address is for applications', body.replace(/\s+/g, ' ').slice(0, 300));
       watch.assertOnlyBroker();
+      await closeBrowser(b);
+    },
+  },
+  {
+    key: 'i',
+    name: 'the API reference renders from the broker alone',
+    async run(ctx) {
+      const b = await browser();
+      const page = await b.page();
+      ctx.page = page;
+      const watch = watchRequests(page, BROKER);
+      const errors = [];
+      page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+      const response = await page.goto(`${BROKER}/docs`);
+      check(response?.status() === 200, `GET /docs: expected 200, got ${response?.status()}`);
+      // Redoc renders the document's title and an operation once /openapi.json is loaded.
+      await page.locator('h1', { hasText: 'token-broker' }).first().waitFor({ timeout: 20000 });
+      await page.locator('[data-section-id^="operation/"]').first().waitFor({ timeout: 20000 });
+      const operations = await page.locator('[data-section-id^="operation/"]').count();
+      note(`${operations} operations rendered`);
+      check(operations >= 15, `expected every operation to be rendered, saw ${operations}`);
+      await fs.mkdir(SCREENSHOT_DIR, { recursive: true });
+      const top = path.join(SCREENSHOT_DIR, 'docs-top.png');
+      await page.screenshot({ path: top });
+      note(`screenshot ${top}`);
+      const loaded = watch.requests.map((r) => r.url);
+      check(loaded.some((u) => u.endsWith('/docs/redoc.standalone.js')), 'the page did not load the embedded Redoc script', loaded);
+      check(loaded.some((u) => u.endsWith('/openapi.json')), 'the page did not load /openapi.json', loaded);
+      watch.assertOnlyBroker();
+      check(b.blocked.length === 0, 'the browser tried to leave loopback', b.blocked);
+      check(!errors.some((e) => /Content Security Policy/i.test(e)), 'the page broke its own CSP', errors);
       await closeBrowser(b);
     },
   },

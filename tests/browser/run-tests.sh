@@ -12,7 +12,7 @@
 #                      without it); login.mjs serves that port itself, so the caller reserves it
 #                      and leaves it free
 #   SCREENSHOT_DIR     where the PNGs go (default: target/browser-screenshots in the repo)
-#   SCENARIOS          comma list of scenario letters a..h (or names); default all
+#   SCENARIOS          comma list of scenario letters a..i (or names); default all
 #   CHROMIUM_PATH      default /usr/bin/chromium
 #
 # Installs tests/browser/node_modules with `npm ci` when it is missing or package-lock.json changed

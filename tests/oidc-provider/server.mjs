@@ -70,12 +70,29 @@ const INTERACTIVE = process.env.INTERACTIVE === '1';
 // library follows OIDC Core 5.4: in the code flow they come from userinfo only,
 // and the ID token has just `sub`.
 const ID_TOKEN_CLAIMS = process.env.ID_TOKEN_CLAIMS === '1';
-for (const name of ['INTERACTIVE', 'ID_TOKEN_CLAIMS']) {
+// CALLER_TOKENS=1: the harness is also the identity provider of the services
+// that call the broker. The client `caller-svc` gets JWT access tokens (RS256,
+// the same key as the ID tokens, so the broker can verify them against
+// ISSUER/jwks) by the client_credentials grant. Off by default: it needs
+// resourceIndicators, which the default mode keeps disabled (see below).
+const CALLER_TOKENS = process.env.CALLER_TOKENS === '1';
+for (const name of ['INTERACTIVE', 'ID_TOKEN_CLAIMS', 'CALLER_TOKENS']) {
   if (!['', '0', '1'].includes(process.env[name] ?? '')) {
     log(`invalid ${name}=${process.env[name]}: must be 0 or 1`);
     process.exit(2);
   }
 }
+// The `tenant` claim of caller tokens. '*' (all tenants) unless set. Setting it
+// without CALLER_TOKENS=1 would silently do nothing, so that is an error.
+if (process.env.CALLER_TENANT && !CALLER_TOKENS) {
+  log('invalid CALLER_TENANT: only used with CALLER_TOKENS=1');
+  process.exit(2);
+}
+const CALLER_TENANT = process.env.CALLER_TENANT || '*';
+// The one resource server caller tokens are for: the broker. A token request
+// without a `resource` parameter gets this one (defaultResource below).
+const CALLER_RESOURCE = 'urn:token-broker';
+const CALLER_CLIENT_ID = 'caller-svc';
 
 // ------------------------------------------------------------- the clients --
 const baseClient = {
@@ -88,6 +105,19 @@ const clients = [
   { ...baseClient, client_id: 'broker-client', token_endpoint_auth_method: 'client_secret_basic' },
   { ...baseClient, client_id: 'broker-client-post', token_endpoint_auth_method: 'client_secret_post' },
 ];
+if (CALLER_TOKENS) {
+  // A calling service: no browser, no redirect, client_credentials only. Its own
+  // secret (not CLIENT_SECRET): plain ASCII, so `curl -u caller-svc:caller-secret`
+  // works without any url-encoding.
+  clients.push({
+    client_id: CALLER_CLIENT_ID,
+    client_secret: 'caller-secret',
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  });
+}
 
 // -------------------------------------------------------- start the socket --
 // Listen first (so that port 0 can be resolved), then build the provider with
@@ -141,8 +171,40 @@ const configuration = {
     revocation: { enabled: true },
     introspection: { enabled: false },
     userinfo: { enabled: true },
-    resourceIndicators: { enabled: false }, // no `resource` param => opaque tokens, OIDC scopes only
+    // Default mode: no `resource` param => opaque tokens, OIDC scopes only.
+    // CALLER_TOKENS=1 needs it for JWT access tokens (the library only issues a
+    // JWT for a resource server). It is then scoped to caller-svc so that the
+    // broker clients see no difference (no resource is defaulted for them).
+    resourceIndicators: CALLER_TOKENS ? {
+      enabled: true,
+      // client_credentials without a `resource` param => the broker. Other
+      // clients keep the library's default (none), hence their opaque tokens.
+      defaultResource: async (_ctx, client, oneOf) => (
+        oneOf ?? (client?.clientId === CALLER_CLIENT_ID ? CALLER_RESOURCE : undefined)),
+      useGrantedResource: async () => true,
+      async getResourceServerInfo(_ctx, resourceIndicator, client) {
+        if (resourceIndicator !== CALLER_RESOURCE || client?.clientId !== CALLER_CLIENT_ID) {
+          throw new errors.InvalidTarget();
+        }
+        return {
+          // The token carries only those of the requested scopes that are listed here.
+          scope: 'tokens:read tokens:access tokens:write',
+          audience: 'token-broker',
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: 600,
+          // kid pins the harness key (the only RS256 key; named for clarity).
+          jwt: { sign: { alg: 'RS256', kid: signingJwk.kid } },
+        };
+      },
+    } : { enabled: false },
+    ...(CALLER_TOKENS ? { clientCredentials: { enabled: true } } : {}),
   },
+  // The tenant claim on caller tokens (JWT: a top-level claim; it never
+  // overrides the library's own claims). Other tokens get nothing extra.
+  ...(CALLER_TOKENS ? {
+    extraTokenClaims: async (_ctx, token) => (
+      token.kind === 'ClientCredentials' ? { tenant: CALLER_TENANT } : undefined),
+  } : {}),
   pkce: {
     // Every authorization request must carry code_challenge + code_challenge_method=S256.
     methods: ['S256'],
@@ -167,6 +229,9 @@ const configuration = {
     Interaction: 600,
     Session: 24 * 60 * 60,
     Grant: 14 * 24 * 60 * 60,
+    // the resource server's accessTokenTTL (600 s); set to avoid the library's
+    // "define the expiration" notice.
+    ...(CALLER_TOKENS ? { ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || 600 } : {}),
   },
   // oidc-provider's default is 15 s of leeway when checking the expiry of opaque
   // tokens: an access token would still be accepted up to 15 s after expires_in.
@@ -222,7 +287,11 @@ provider.use(async (ctx, next) => {
 // Strict token_endpoint_auth_method (see STRICT_CLIENT_AUTH above) on the
 // endpoints that authenticate clients. The form body is read here and handed to
 // oidc-provider as an "already parsed" body (a path the library supports).
-const registeredAuthMethod = new Map(clients.map((c) => [c.client_id, c.token_endpoint_auth_method]));
+// caller-svc is left out: like the library, it accepts basic and post (a
+// service's OAuth library may pick either).
+const registeredAuthMethod = new Map(clients
+  .filter((c) => c.client_id !== CALLER_CLIENT_ID)
+  .map((c) => [c.client_id, c.token_endpoint_auth_method]));
 const CLIENT_AUTH_PATHS = new Set(['/token', '/token/revocation']);
 function readBody(req, limit) {
   return new Promise((resolve, reject) => {
@@ -502,4 +571,4 @@ if (process.env.OIDC_IGNORE_STDIN !== '1') {
 process.stdout.on('error', () => {}); // parent stopped reading stdout: keep serving
 
 process.stdout.write(`READY ${ISSUER}\n`);
-log(`listening, issuer ${ISSUER}, clients broker-client (client_secret_basic) broker-client-post (client_secret_post)${STRICT_CLIENT_AUTH ? ' strictly' : ' interchangeably'}, redirect_uris ${REDIRECT_URIS.join(' ')}, access token ttl ${ACCESS_TOKEN_TTL}s${INTERACTIVE ? ', INTERACTIVE (login and consent pages)' : ''}${ID_TOKEN_CLAIMS ? ', ID tokens with scope claims' : ''}`);
+log(`listening, issuer ${ISSUER}, clients broker-client (client_secret_basic) broker-client-post (client_secret_post)${STRICT_CLIENT_AUTH ? ' strictly' : ' interchangeably'}, redirect_uris ${REDIRECT_URIS.join(' ')}, access token ttl ${ACCESS_TOKEN_TTL}s${INTERACTIVE ? ', INTERACTIVE (login and consent pages)' : ''}${ID_TOKEN_CLAIMS ? ', ID tokens with scope claims' : ''}${CALLER_TOKENS ? `, CALLER_TOKENS (caller-svc, client_credentials, JWT for ${CALLER_RESOURCE}, tenant ${CALLER_TENANT})` : ''}`);
