@@ -10,8 +10,9 @@
 //! database as an even flow rather than in one burst per window. Everything else — failures,
 //! writes, reads of secrets, refusals of known callers — is one row per call, through the channel.
 //!
-//! Calls refused for want of a valid JWT are counted rather than written one by one: one row per
-//! route, reason and source address over at most `audit.refused_window_secs`, with
+//! Calls refused before a caller was known (no or a bad JWT; an unknown, used or expired connect
+//! link or login state) are counted rather than written one by one: one row per route, outcome,
+//! reason and source address over at most `audit.refused_window_secs`, with
 //! `occurrences`, so anonymous traffic cannot fill the database. At most [`MAX_REFUSED_KEYS`]
 //! such rows are kept per window; beyond that, sources are counted together as `other`.
 //! Rows older than `audit.retention_days` are deleted by [`spawn_retention`].
@@ -82,8 +83,11 @@ fn is_foldable(row: &AuditRow) -> bool {
 /// The caller recorded for calls that carried no valid JWT.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// Calls refused before any caller was known: no or a bad JWT (401), an unknown, used or expired
+/// connect link or login state (4xx). Anyone can send these, so they are counted, not written
+/// one by one.
 fn is_refused_anonymous(row: &AuditRow) -> bool {
-    row.caller == ANONYMOUS && row.status == 401
+    row.caller == ANONYMOUS && (400..500).contains(&row.status)
 }
 
 /// Refused-call rows one window may hold; further sources are counted as `other`.
@@ -280,8 +284,9 @@ impl FoldedReads {
     }
 }
 
-/// What refused unauthenticated calls are counted by: route (action), reason, source address.
-type RefusalKey = (String, Option<String>, Option<String>);
+/// What refused unauthenticated calls are counted by: route (action), outcome, reason, source
+/// address.
+type RefusalKey = (String, String, Option<String>, Option<String>);
 
 /// Refused unauthenticated calls of the current window, by [`RefusalKey`].
 #[derive(Default)]
@@ -296,10 +301,15 @@ impl RefusedCalls {
         row.token_id = None;
         row.request_id = None;
         let mut rows = self.rows.lock().expect("audit refusals poisoned");
-        let mut key = (row.action.clone(), row.detail.clone(), row.source.clone());
+        let mut key = (
+            row.action.clone(),
+            row.outcome.clone(),
+            row.detail.clone(),
+            row.source.clone(),
+        );
         if !rows.contains_key(&key) && rows.len() >= MAX_REFUSED_KEYS {
-            key.2 = Some("other".into());
-            row.source = key.2.clone();
+            key.3 = Some("other".into());
+            row.source = key.3.clone();
         }
         match rows.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut e) => {

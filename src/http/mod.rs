@@ -71,7 +71,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     .route("/docs", get(docs::page))
     .route("/docs/redoc.standalone.js", get(docs::script))
     .route_layer(middleware::from_fn_with_state(observer, observe::observe))
-    .fallback(|| async { code_response(ErrorCode::NotFound, "no such endpoint") })
+    .fallback(|method: axum::http::Method| async move {
+        // Counted under one fixed route label, whatever path was asked for.
+        crate::metrics::record_request(&method, "unmatched", 404, Duration::ZERO);
+        code_response(ErrorCode::NotFound, "no such endpoint")
+    })
     .with_state(state)
     .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
     .layer(middleware::from_fn(json_errors))

@@ -53,6 +53,10 @@ async fn invented_methods_and_paths_add_no_metric_series() {
         series.iter().any(|s| s.contains("method=\"OTHER\"")),
         "invented methods are counted as OTHER"
     );
+    assert!(
+        series.iter().any(|s| s.contains("route=\"unmatched\"")),
+        "unknown paths are counted as unmatched"
+    );
     // Bounded: a handful of series for 6000 requests (metrics are process-wide, shared with the
     // other tests of this binary, so the bound is generous but nowhere near one per request).
     assert!(series.len() < 400, "{} series", series.len());
@@ -75,15 +79,35 @@ async fn refused_calls_are_counted_per_route_reason_and_source(backend: Backend)
         let r = app.get_public("/v1/tokens").await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
-    // The audit endpoint writes what is pending first.
-    let page: Value = app
-        .audit(&admin, "?caller=anonymous")
+    // Invented connect links: anyone can send them, so they are counted the same way.
+    for i in 0..100 {
+        let r = app.get_public(&format!("/connect/no-such-link-{i}")).await;
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let links: Value = app
+        .audit(&admin, "?caller=anonymous&action=open_connect_link")
         .await
         .json()
         .await
         .unwrap();
-    let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 2, "one row per route and reason: {page}");
+    assert_eq!(links["events"].as_array().unwrap().len(), 1, "{links}");
+    assert_eq!(links["events"][0]["occurrences"], 100);
+    // The audit endpoint writes what is pending first.
+    let page: Value = app
+        .audit(&admin, "?caller=anonymous&action=get_token")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let list_page: Value = app
+        .audit(&admin, "?caller=anonymous&action=list_tokens")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut events = page["events"].as_array().unwrap().clone();
+    events.extend(list_page["events"].as_array().unwrap().iter().cloned());
+    assert_eq!(events.len(), 2, "one row per route and reason: {events:?}");
     let get = events
         .iter()
         .find(|e| e["action"] == "get_token")
@@ -106,8 +130,8 @@ async fn refused_calls_are_counted_per_route_reason_and_source(backend: Backend)
         list["detail"].as_str().unwrap().contains("Authorization"),
         "{list}"
     );
-    // 600 refused calls, 2 rows (plus the admin's own audit read).
-    assert!(app.raw_audit_count().await - before <= 3);
+    // 700 refused calls, 3 rows (the audit reads themselves are not recorded).
+    assert_eq!(app.raw_audit_count().await - before, 3);
 }
 
 async fn audit_rows_past_their_retention_are_deleted(backend: Backend) {

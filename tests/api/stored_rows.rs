@@ -123,3 +123,54 @@ async fn an_unreadable_row_is_skipped_and_named(backend: Backend) {
     let metrics = app.metrics().await.text().await.unwrap();
     assert!(metrics.contains("token_rows_unreadable_total"), "no metric");
 }
+
+/// A key removed from `crypto.keys` before `keys rotate` moved every row off it: the ops
+/// commands go on past those rows, name each, and exit 3.
+#[tokio::test]
+async fn the_ops_commands_name_the_rows_they_cannot_read() {
+    use crate::processes::{config_with_keys, BrokerCli};
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let t = app
+            .seed(json!({ "user_name": format!("lost{n}@x"), "refresh_token": format!("LOST-RT-{n}") }))
+            .await;
+        ids.push(t["id"].as_str().unwrap().to_owned());
+    }
+    let new_key = (
+        "k2".to_owned(),
+        crate::helpers::expose(&token_broker::crypto::generate_key()).to_owned(),
+    );
+    let cli = BrokerCli::with_config(&config_with_keys(&app.settings, "k2", &[new_key]));
+    // A token written under the new key reads fine.
+    let broker = cli.serve(&[]).await;
+    let jwt = app.admin();
+    let fresh: Value = broker
+        .save(
+            &jwt,
+            &json!({ "user_name": "fresh@x", "refresh_token": "FRESH-RT" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let page: Value = broker.list(&jwt, "").await.json().await.unwrap();
+    assert_eq!(page["tokens"].as_array().unwrap().len(), 1);
+    assert_eq!(page["unreadable"].as_array().unwrap().len(), 2, "{page}");
+    drop(broker);
+
+    let list = cli.run(&["tokens", "list"]).await;
+    let list = list.assert_code(3).assert_stdout("1 token(s)");
+    for id in &ids {
+        assert!(list.stderr.contains(id.as_str()), "{}", list.stderr);
+    }
+    assert!(list.stdout.contains(fresh["id"].as_str().unwrap()));
+    let rotate = cli.run(&["keys", "rotate"]).await;
+    let rotate = rotate
+        .assert_code(3)
+        .assert_stdout("2 could not be read")
+        .assert_no_secret(&["LOST-RT-", "FRESH-RT"]);
+    for id in &ids {
+        assert!(rotate.stderr.contains(id.as_str()), "{}", rotate.stderr);
+    }
+}
