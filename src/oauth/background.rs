@@ -31,7 +31,7 @@ pub fn spawn(engine: OAuthService, settings: &BackgroundRefreshSettings) -> Opti
 
 /// Writes the hot path's use marks every few seconds (always on: the background refresher, here
 /// or in another replica, relies on them), and now and then forgets refresh budgets whose window
-/// is over. Abort the handle to stop it.
+/// is over and connect sessions long expired. Abort the handle to stop it.
 pub fn spawn_use_marks(engine: OAuthService) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(USE_MARKS_EVERY);
@@ -41,6 +41,13 @@ pub fn spawn_use_marks(engine: OAuthService) -> JoinHandle<()> {
             engine.tokens().write_use_marks().await;
             if n % PURGE_BUDGETS_EVERY_TICKS == PURGE_BUDGETS_EVERY_TICKS - 1 {
                 engine.purge_refresh_budgets().await;
+                match engine.tokens().sweep_sessions().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(sessions = n, "forgot expired connect sessions"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not sweep expired connect sessions")
+                    }
+                }
             }
         }
     })

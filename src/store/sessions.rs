@@ -84,6 +84,13 @@ impl SessionSql {
 }
 
 impl Store {
+    /// Forgets sessions that expired more than [`SESSION_AFTERLIFE_MS`] before `now`.
+    pub async fn sweep_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        let sql = SESSION_SQL.get(self.backend());
+        self.execute(&sql.sweep, vec![(now - SESSION_AFTERLIFE_MS).into()])
+            .await
+    }
+
     /// Stores a new session, first forgetting those a day past their expiry.
     pub async fn insert_session(&self, row: SessionRow, now: i64) -> Result<(), StoreError> {
         let sql = SESSION_SQL.get(self.backend());

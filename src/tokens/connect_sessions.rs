@@ -108,6 +108,12 @@ pub enum Opened {
 }
 
 impl TokenService {
+    /// Forgets connect sessions a day past their expiry (also done on every new session; this is
+    /// for a broker where logins stopped). Returns how many.
+    pub async fn sweep_sessions(&self) -> Result<u64> {
+        Ok(self.store.sweep_sessions(self.now_ms()).await?)
+    }
+
     fn derived(&self, purpose: &str, link: &Secret) -> Secret {
         Secret::new(
             self.keys

@@ -66,6 +66,7 @@ async fn invented_methods_and_paths_add_no_metric_series() {
 crate::on_every_backend!(
     refused_calls_are_counted_per_route_reason_and_source,
     audit_rows_past_their_retention_are_deleted,
+    expired_login_sessions_are_swept,
 );
 
 async fn refused_calls_are_counted_per_route_reason_and_source(backend: Backend) {
@@ -163,21 +164,47 @@ async fn audit_rows_past_their_retention_are_deleted(backend: Backend) {
     }
 }
 
+/// A provider the connect-session tests can start logins with (nothing listens behind it).
+fn acme_provider() -> token_broker::config::ProviderSettings {
+    token_broker::config::ProviderSettings {
+        kind: Some("oauth2".into()),
+        authorize_url: Some("http://127.0.0.1:9/authorize".into()),
+        token_url: Some("http://127.0.0.1:9/token".into()),
+        client_id: Some("acme-client".into()),
+        client_secret: Some("acme-secret".into()),
+        ..Default::default()
+    }
+}
+
+async fn expired_login_sessions_are_swept(backend: Backend) {
+    let app = crate::helpers::spawn_app_with_clock(backend, |s| {
+        s.providers.insert("acme".into(), acme_provider());
+    })
+    .await;
+    let jwt = app.jwt("tokens:write tokens:read");
+    let body = json!({ "provider": "acme", "user_name": "ann@example.com" });
+    let old: Value = app.create_session(&jwt, &body).await.json().await.unwrap();
+    let old_id = old["id"].as_str().unwrap();
+    // Expired sessions stay a day, to explain a late visit ...
+    app.clock.advance_ms(3_600_000);
+    assert_eq!(app.session(&jwt, old_id).await.status(), StatusCode::OK);
+    // ... and are gone after that: the next login start sweeps them.
+    app.clock.advance_ms(25 * 3_600_000);
+    assert_eq!(
+        app.create_session(&jwt, &body).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.session(&jwt, old_id).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test]
 async fn login_starts_are_limited_per_caller() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.oauth.login_starts_per_minute = 3;
-        s.providers.insert(
-            "acme".into(),
-            token_broker::config::ProviderSettings {
-                kind: Some("oauth2".into()),
-                authorize_url: Some("http://127.0.0.1:9/authorize".into()),
-                token_url: Some("http://127.0.0.1:9/token".into()),
-                client_id: Some("acme-client".into()),
-                client_secret: Some("acme-secret".into()),
-                ..Default::default()
-            },
-        );
+        s.providers.insert("acme".into(), acme_provider());
     })
     .await;
     let portal = app.jwt_for("portal", "tokens:write tokens:read", Some("acme"));
