@@ -7,10 +7,12 @@ use crate::domain::TenantName;
 use crate::error::{Error, Result};
 use crate::store::TenantFilter;
 
-/// Which tenant a caller is confined to (from the JWT's `tenant` claim).
+/// Which tenant a caller is confined to (from the JWT's tenant claim, which every JWT must carry:
+/// see `auth::Verifier`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tenancy {
-    /// The caller's JWT names no tenant: it may act on any tenant.
+    /// The caller's JWT grants every tenant (`"tenant": "*"`); also the background jobs and the
+    /// ops commands, which act for the whole broker.
     Unrestricted,
     /// The caller sees and changes only this tenant's tokens.
     Only(TenantName),

@@ -4,52 +4,27 @@
 //! ten seconds; an unknown key is refused; an unreachable JWKS is a 503, never a pass. And the
 //! real thing: a client_credentials access token issued by oidc-provider, checked against its JWKS.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
-
-/// An ES256 key: its signing half and its public JWK.
-struct Key {
-    encoding: EncodingKey,
-    jwk: Value,
-}
-
-fn key(kid: &str) -> Key {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let public = pair.public_key().as_ref();
-    Key {
-        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk: json!({ "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-                     "x": B64URL.encode(&public[1..33]), "y": B64URL.encode(&public[33..65]) }),
-    }
-}
+use crate::helpers::{error_of, spawn_app_with, Backend, Es256Key, TestApp};
 
 fn now() -> u64 {
     chrono::Utc::now().timestamp() as u64
 }
 
 /// A service's JWT from the identity provider, signed with `key`.
-fn service_jwt(key: &Key, tenant: &str) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = key.jwk["kid"].as_str().map(str::to_owned);
+fn service_jwt(key: &Es256Key, tenant: &str) -> String {
     let claims = json!({ "iss": "https://idp.test", "sub": "system:serviceaccount:crm:sync",
                          "aud": ["token-broker"], "tenant": tenant,
                          "scope": "tokens:read tokens:access", "iat": now(), "exp": now() + 600 });
-    jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    key.sign(&claims)
 }
 
-async fn publish(server: &MockServer, keys: &[&Key]) {
+async fn publish(server: &MockServer, keys: &[&Es256Key]) {
     server.reset().await;
     let set: Vec<Value> = keys.iter().map(|k| k.jwk.clone()).collect();
     Mock::given(method("GET"))
@@ -75,7 +50,7 @@ async fn jwks_fetches(server: &MockServer) -> usize {
 #[tokio::test]
 async fn services_present_jwts_signed_by_their_identity_providers_keys() {
     let idp = MockServer::start().await;
-    let first = key("2026-11");
+    let first = Es256Key::new("2026-11");
     publish(&idp, &[&first]).await;
     let app = broker(format!("{}/jwks", idp.uri())).await;
     app.seed(json!({ "tenant": "crm", "user_name": "u@crm.test", "refresh_token": "r" }))
@@ -92,17 +67,17 @@ async fn services_present_jwts_signed_by_their_identity_providers_keys() {
     assert_eq!(jwks_fetches(&idp).await, 1);
 
     // The provider rotates: a JWT with the new key id makes the broker fetch the set again.
-    let second = key("2026-12");
+    let second = Es256Key::new("2026-12");
     publish(&idp, &[&first, &second]).await;
     let rotated = service_jwt(&second, "crm");
     assert_eq!(app.list(&rotated, "").await.status(), StatusCode::OK);
     assert_eq!(jwks_fetches(&idp).await, 1, "one fetch after the reset");
 
     // A key nobody publishes: refused, and fetching again for it waits (no fetch per request).
-    let forged = key("2026-12");
+    let forged = Es256Key::new("2026-12");
     let (status, _) = error_of(app.list(&service_jwt(&forged, "crm"), "").await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let stranger = key("not-published");
+    let stranger = Es256Key::new("not-published");
     for _ in 0..5 {
         let (status, _) = error_of(app.list(&service_jwt(&stranger, "crm"), "").await).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -125,7 +100,7 @@ async fn services_present_jwts_signed_by_their_identity_providers_keys() {
 #[tokio::test]
 async fn an_unreachable_jwks_is_a_503_never_a_pass() {
     let app = broker("http://127.0.0.1:9/jwks".into()).await;
-    let key = key("k");
+    let key = Es256Key::new("k");
     let (status, body) = error_of(app.list(&service_jwt(&key, "*"), "").await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "caller_keys_unavailable");

@@ -423,3 +423,36 @@ pub async fn stored(app: &TestApp, id: &str) -> Value {
         .await
         .unwrap()
 }
+
+/// An ES256 signing key made for a test, with its public JWK (`kid`, `alg`, `use` set): what a
+/// fake identity provider publishes in its JWKS.
+pub struct Es256Key {
+    pub encoding: jsonwebtoken::EncodingKey,
+    pub jwk: Value,
+}
+
+impl Es256Key {
+    pub fn new(kid: &str) -> Self {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+        use base64::Engine;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let public = pair.public_key().as_ref();
+        Self {
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk: serde_json::json!({ "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+                                     "use": "sig", "x": B64URL.encode(&public[1..33]),
+                                     "y": B64URL.encode(&public[33..65]) }),
+        }
+    }
+
+    /// A JWT of `claims` signed with this key, its `kid` in the header.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = self.jwk["kid"].as_str().map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+}

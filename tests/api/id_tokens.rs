@@ -3,12 +3,7 @@
 //! keys, `iss`, `aud`, `exp` and the nonce the login sent — and a login whose id_token fails any of
 //! them is refused with a page and stores nothing. A login granted without a refresh token says so.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use token_broker::config::ProviderSettings;
@@ -16,34 +11,15 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::client;
-use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
+use crate::helpers::{now_ms, spawn_app_with, Backend, Es256Key, TestApp};
 
 const CLIENT_ID: &str = "broker-client";
 
 /// Makes an id_token for a login's nonce.
 type MakeIdToken<'a> = Box<dyn Fn(&str) -> String + 'a>;
 
-/// An ES256 key: its signing half and its public JWK.
-struct SigningKey {
-    encoding: EncodingKey,
-    jwk: Value,
-}
-
-fn signing_key(kid: &str) -> SigningKey {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let public = pair.public_key().as_ref();
-    SigningKey {
-        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk: json!({ "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-                     "x": B64URL.encode(&public[1..33]), "y": B64URL.encode(&public[33..65]) }),
-    }
-}
-
 /// A broker whose provider `idp` is the fake issuer, configured from its issuer alone.
-async fn start(key: &SigningKey) -> (MockServer, TestApp) {
+async fn start(key: &Es256Key) -> (MockServer, TestApp) {
     let server = MockServer::start().await;
     let issuer = server.uri();
     Mock::given(method("GET"))
@@ -95,10 +71,8 @@ async fn start_login(app: &TestApp, user: &str) -> (String, String) {
     (q["state"].clone(), q["nonce"].clone())
 }
 
-fn id_token(key: &SigningKey, claims: Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = key.jwk["kid"].as_str().map(str::to_owned);
-    jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+fn id_token(key: &Es256Key, claims: Value) -> String {
+    key.sign(&claims)
 }
 
 /// The provider answers `code` with `id_token` (and a refresh token unless `refresh` is false);
@@ -133,7 +107,7 @@ async fn finish(
 
 #[tokio::test]
 async fn an_id_token_is_verified_before_a_login_is_stored() {
-    let key = signing_key("k1");
+    let key = Es256Key::new("k1");
     let (server, app) = start(&key).await;
     let issuer = server.uri();
     let now = now_ms() / 1000;
@@ -142,7 +116,7 @@ async fn an_id_token_is_verified_before_a_login_is_stored() {
                 "name": "Ada", "nonce": nonce, "iat": now, "exp": now + 300 })
     };
     // Each broken id_token: refused with a page, nothing stored.
-    let forger = signing_key("k1");
+    let forger = Es256Key::new("k1");
     let cases: Vec<(&str, MakeIdToken)> = vec![
         (
             "another nonce",
@@ -230,7 +204,7 @@ async fn an_id_token_is_verified_before_a_login_is_stored() {
 /// connection is for now only, and the token says it cannot be refreshed.
 #[tokio::test]
 async fn a_login_without_a_refresh_token_says_so() {
-    let key = signing_key("k1");
+    let key = Es256Key::new("k1");
     let (server, app) = start(&key).await;
     let issuer = server.uri();
     let now = now_ms() / 1000;
