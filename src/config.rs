@@ -148,6 +148,12 @@ pub struct TokenSettings {
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub access_cache_ttl_ms: u64,
+    /// Tokens the access cache holds at most (the least used go first); size it to the tokens in
+    /// use, or the hot path reads the database for the rest.
+    pub access_cache_capacity: usize,
+    /// How often each broker reads the change feed to drop cached copies of tokens another
+    /// replica wrote (0: never; then only the time to live bounds their staleness).
+    pub change_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -115,6 +115,7 @@ pub struct Application {
     limits: crate::server::ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     audit_retention: Option<tokio::task::JoinHandle<()>>,
+    change_feed: Option<tokio::task::JoinHandle<()>>,
     store: Store,
     background: Option<tokio::task::JoinHandle<()>>,
     use_marks: tokio::task::JoinHandle<()>,
@@ -152,7 +153,10 @@ impl Application {
             settings.tokens.max_page_size,
         )
         .with_known_providers(providers.keys())
-        .with_access_cache(Duration::from_millis(settings.tokens.access_cache_ttl_ms));
+        .with_access_cache(
+            Duration::from_millis(settings.tokens.access_cache_ttl_ms),
+            settings.tokens.access_cache_capacity,
+        );
         let oauth_settings = &settings.oauth;
         let client = OAuthClient::new(
             Duration::from_secs(oauth_settings.http_timeout_secs),
@@ -169,6 +173,11 @@ impl Application {
             EngineSettings::from_config(oauth_settings)?,
         );
         let background = background::spawn(oauth.clone(), &oauth_settings.background);
+        let change_feed = (settings.tokens.change_poll_ms > 0)
+            .then(|| {
+                tokens.spawn_change_feed(Duration::from_millis(settings.tokens.change_poll_ms))
+            })
+            .flatten();
         let use_marks = background::spawn_use_marks(oauth.clone());
         let (audit, audit_writer) = AuditLog::start(
             store.clone(),
@@ -213,6 +222,7 @@ impl Application {
             limits: crate::server::ConnectionLimits::from_settings(&settings.server),
             tls,
             audit_retention,
+            change_feed,
             store,
             background,
             use_marks,
@@ -248,6 +258,9 @@ impl Application {
             task.abort();
         }
         if let Some(task) = self.audit_retention {
+            task.abort();
+        }
+        if let Some(task) = self.change_feed {
             task.abort();
         }
         self.use_marks.abort();

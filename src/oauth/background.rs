@@ -41,6 +41,7 @@ pub fn spawn_use_marks(engine: OAuthService) -> JoinHandle<()> {
             engine.tokens().write_use_marks().await;
             if n % PURGE_BUDGETS_EVERY_TICKS == PURGE_BUDGETS_EVERY_TICKS - 1 {
                 engine.purge_refresh_budgets().await;
+                engine.tokens().purge_changes().await;
                 match engine.tokens().sweep_sessions().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(sessions = n, "forgot expired connect sessions"),

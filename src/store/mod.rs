@@ -7,6 +7,7 @@
 //! the queries whose shape depends on the request's filters go through `sqlx::QueryBuilder`.
 
 mod audit;
+mod changes;
 mod columns;
 mod refresh;
 mod sessions;
@@ -21,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use audit::{AuditFilter, AuditRow};
+pub use changes::{ChangeRow, CHANGES_PER_POLL};
 pub use refresh::{BudgetRefusal, DueToken};
 pub use sessions::{SessionRow, SESSION_AFTERLIFE_MS};
 pub use sql::Arg;

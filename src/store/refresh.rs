@@ -211,8 +211,13 @@ impl Store {
     /// statement, so the new (possibly rotated) refresh token is stored before anyone is answered.
     pub async fn commit_refresh(&self, row: TokenRow, owner: &str) -> Result<bool, StoreError> {
         let commit = &self.refresh_sql().commit;
+        let id = row.id.clone();
         let args = commit.args(row, [owner.into(), owner.into()]);
-        Ok(self.execute(commit.sql(), args).await? == 1)
+        let committed = self.execute(commit.sql(), args).await? == 1;
+        if committed {
+            self.record_change(Some(&id)).await;
+        }
+        Ok(committed)
     }
 
     /// Notes that access tokens of `ids` were handed out by `now`.

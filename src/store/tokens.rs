@@ -272,7 +272,12 @@ impl Store {
     /// Overwrites every stored field of the row with this id. Returns false if it is gone.
     pub async fn update_token(&self, row: TokenRow) -> Result<bool, StoreError> {
         let update = &self.token_sql().update;
-        Ok(self.execute(update.sql(), update.args(row, [])).await? > 0)
+        let id = row.id.clone();
+        let written = self.execute(update.sql(), update.args(row, [])).await? > 0;
+        if written {
+            self.record_change(Some(&id)).await;
+        }
+        Ok(written)
     }
 
     /// Replaces a row's ciphertexts and key id, unless the row changed since it was read
@@ -291,12 +296,20 @@ impl Store {
     pub async fn delete_token(&self, id: &str, tenants: &TenantFilter) -> Result<bool, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete);
         let args = std::iter::once(Arg::from(id)).chain(tenant).collect();
-        Ok(self.execute(sql, args).await? > 0)
+        let deleted = self.execute(sql, args).await? > 0;
+        if deleted {
+            self.record_change(Some(id)).await;
+        }
+        Ok(deleted)
     }
 
     pub async fn delete_all_tokens(&self, tenants: &TenantFilter) -> Result<u64, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete_all);
-        self.execute(sql, tenant.into_iter().collect()).await
+        let deleted = self.execute(sql, tenant.into_iter().collect()).await?;
+        if deleted > 0 {
+            self.record_change(None).await;
+        }
+        Ok(deleted)
     }
 
     /// A page of tokens in id order.

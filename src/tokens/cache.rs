@@ -40,9 +40,6 @@ struct Entry {
     reloading: AtomicBool,
 }
 
-/// Tokens kept at most (the least used go first when there are more).
-const CAPACITY: usize = 100_000;
-
 pub struct AccessCache {
     entries: quick_cache::sync::Cache<String, Arc<Entry>>,
     ttl: Duration,
@@ -61,12 +58,13 @@ pub struct AccessCache {
 }
 
 impl AccessCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache of at most `capacity` tokens (the least used go first when there are more).
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            entries: quick_cache::sync::Cache::new(CAPACITY),
+            entries: quick_cache::sync::Cache::new(capacity),
             ttl,
             writes: AtomicU64::new(0),
-            written: quick_cache::sync::Cache::new(CAPACITY),
+            written: quick_cache::sync::Cache::new(capacity),
             all_written: AtomicU64::new(0),
             fill_or_forget: Mutex::new(()),
             reloads: Mutex::new(Vec::new()),
@@ -198,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_read_from_before_a_write_does_not_fill_the_cache() {
-        let cache = AccessCache::new(Duration::from_secs(60));
+        let cache = AccessCache::new(Duration::from_secs(60), 100_000);
         let before = cache.generation();
         cache.forget("a");
         cache.fill(token("a"), None, before);
@@ -217,7 +215,7 @@ mod tests {
 
     #[test]
     fn past_half_its_life_one_reader_queues_a_reload_and_the_rest_are_served() {
-        let cache = AccessCache::new(Duration::from_millis(40));
+        let cache = AccessCache::new(Duration::from_millis(40), 100_000);
         cache.fill(token("a"), None, cache.generation());
         cache.fill(token("b"), None, cache.generation());
         assert!(matches!(cache.lookup("a"), Lookup::Hit(_)));
@@ -241,7 +239,7 @@ mod tests {
     #[test]
     fn a_recheck_keeps_an_unchanged_copy_and_refuses_a_changed_one() {
         // Lives 750–1000 ms (jittered); the sleeps leave 150 ms or more of slack either side.
-        let cache = AccessCache::new(Duration::from_millis(1000));
+        let cache = AccessCache::new(Duration::from_millis(1000), 100_000);
         cache.fill(token("a"), Some(7), cache.generation());
         cache.fill(token("b"), None, cache.generation());
         std::thread::sleep(Duration::from_millis(600));

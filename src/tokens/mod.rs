@@ -1,6 +1,7 @@
 //! The six TokenStore operations with their matching and upsert rules, over the encrypted store.
 
 mod cache;
+mod changes;
 mod connect_sessions;
 mod matching;
 mod refresh;
@@ -133,8 +134,9 @@ impl TokenService {
     }
 
     /// Keeps decrypted tokens in memory for about `ttl` for [`get_cached`](Self::get_cached).
-    pub fn with_access_cache(mut self, ttl: std::time::Duration) -> Self {
-        self.cache = (!ttl.is_zero()).then(|| Arc::new(AccessCache::new(ttl)));
+    pub fn with_access_cache(mut self, ttl: std::time::Duration, capacity: usize) -> Self {
+        self.cache =
+            (!ttl.is_zero() && capacity > 0).then(|| Arc::new(AccessCache::new(ttl, capacity)));
         self
     }
 

@@ -1,7 +1,8 @@
 //! Several brokers on one database, as replicas behind a load balancer. Each answers the
 //! access-token hot path from memory (`tokens.access_cache_ttl_ms`): its own writes show at
-//! once, another replica's within the cache's time to live, and a token in steady use is re-checked
-//! in the background rather than expiring under its callers.
+//! once, another replica's within the change feed's poll interval (`tokens.change_poll_ms`; the
+//! cache's time to live when the feed is off), and a token in steady use is re-checked in the
+//! background rather than expiring under its callers.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use crate::fake_provider::{grant, with_fake, FakeProvider};
 use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
 
 crate::on_every_backend!(
+    three_replicas_agree_within_the_change_poll_not_the_cache_ttl,
     a_replicas_own_writes_show_at_once,
     another_replicas_changes_show_within_the_cache_ttl,
     a_token_in_steady_use_never_goes_back_to_an_older_value,
@@ -20,8 +22,14 @@ crate::on_every_backend!(
 
 const TTL_MS: u64 = 400;
 
+/// Two replicas with the change feed off: what the cache's time to live alone guarantees (as
+/// while the feed cannot be read).
 async fn two_replicas(backend: Backend) -> (TestApp, TestApp) {
-    let a = spawn_app_with(backend, |s| s.tokens.access_cache_ttl_ms = TTL_MS).await;
+    let a = spawn_app_with(backend, |s| {
+        s.tokens.access_cache_ttl_ms = TTL_MS;
+        s.tokens.change_poll_ms = 0;
+    })
+    .await;
     let b = a.replica().await;
     (a, b)
 }
@@ -66,6 +74,73 @@ async fn until_answers(app: &TestApp, id: &str, want: Result<&str, StatusCode>) 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Three brokers with a cache that would keep a token a minute: a save, a refresh, a revoke, a
+/// delete and a delete_tokens on one are seen by the other two within a fraction of a second,
+/// through the change feed they poll every 50 ms.
+async fn three_replicas_agree_within_the_change_poll_not_the_cache_ttl(backend: Backend) {
+    const BOUND: Duration = Duration::from_millis(1000);
+    let fake = FakeProvider::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/revoke"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&fake.server)
+        .await;
+    let a = spawn_app_with(backend, |s| {
+        s.tokens.access_cache_ttl_ms = 60_000;
+        s.tokens.change_poll_ms = 50;
+        with_fake(s, &fake, "client_secret_post");
+    })
+    .await;
+    let (b, c) = (a.replica().await, a.replica().await);
+    let id = seed(&a).await;
+    for replica in [&a, &b, &c] {
+        assert_eq!(access_token(replica, &id).await, Ok("at-1".into()));
+    }
+    let mut seen = Vec::new();
+
+    save(&a, json!({ "id": id, "access_token": "at-2" })).await;
+    for replica in [&b, &c] {
+        seen.push(until_answers(replica, &id, Ok("at-2")).await);
+    }
+    assert_eq!(a.delete_token(&a.admin(), &id).await.status(), 204);
+    for replica in [&b, &c] {
+        seen.push(until_answers(replica, &id, Err(StatusCode::NOT_FOUND)).await);
+    }
+    // A refresh on one replica, then a revoke at the provider on another.
+    let far = now_ms() + 3_600_000;
+    let t = a
+        .seed(json!({ "user_name": "bob@example.com", "provider": "fake",
+                      "refresh_token": "rt-1", "access_token": "at-1", "expiry_time": far }))
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    for replica in [&a, &b, &c] {
+        assert_eq!(access_token(replica, &id).await, Ok("at-1".into()));
+    }
+    fake.on_refresh(200, grant("at-2", Some("rt-2"), 3600), 0)
+        .await;
+    let r = a.refresh(&a.jwt("tokens:write"), &id).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    for replica in [&b, &c] {
+        seen.push(until_answers(replica, &id, Ok("at-2")).await);
+    }
+    assert_eq!(b.revoke(&b.jwt("tokens:write"), &id).await.status(), 204);
+    for replica in [&a, &c] {
+        seen.push(until_answers(replica, &id, Err(StatusCode::NOT_FOUND)).await);
+    }
+    // delete_tokens: every token, whatever was cached.
+    let id = seed(&b).await;
+    for replica in [&a, &b, &c] {
+        assert_eq!(access_token(replica, &id).await, Ok("at-1".into()));
+    }
+    let r = c.delete_all(&c.admin(), "?confirm=all").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for replica in [&a, &b] {
+        seen.push(until_answers(replica, &id, Err(StatusCode::NOT_FOUND)).await);
+    }
+    eprintln!("replicas saw the change after {seen:?}");
+    assert!(seen.iter().all(|d| *d < BOUND), "{seen:?}");
 }
 
 async fn a_replicas_own_writes_show_at_once(backend: Backend) {
@@ -142,6 +217,7 @@ async fn a_refresh_by_another_replica_shows_within_the_cache_ttl(backend: Backen
     let fake = FakeProvider::start().await;
     let a = spawn_app_with(backend, |s| {
         s.tokens.access_cache_ttl_ms = TTL_MS;
+        s.tokens.change_poll_ms = 0;
         with_fake(s, &fake, "client_secret_post");
     })
     .await;
