@@ -1,8 +1,9 @@
 -- wrk script for the hot path and its /healthz ceiling.
 --   TB_MODE=access  (default) GET /v1/tokens/{id}/access-token, id picked at random per request
 --                   from the file TB_IDS (one id a line)
---   TB_MODE=sweep   the same, but the ids in file order (each thread from a random start), so
---                   a run of more than #ids requests touches every token (the warm-up)
+--   TB_MODE=sweep   the same, but the ids in file order (each thread from a random start, or from
+--                   line TB_SWEEP_START + 1 when that is set), so a run of more than #ids requests
+--                   touches every token (the warm-up)
 --   TB_MODE=healthz GET /healthz with the same Authorization header, so the client does the same
 --                   work per request in both runs (a fair ceiling)
 -- TB_JWT: the caller JWT (scope tokens:access). Requests are formatted once in init(), so the
@@ -34,8 +35,10 @@ function init(args)
 end
 
 local next_i = nil
+local sweep_start = tonumber(os.getenv("TB_SWEEP_START") or "")
 function request()
   if mode == "sweep" then
+    if next_i == nil and sweep_start ~= nil then next_i = sweep_start % #reqs end
     next_i = ((next_i or math.random(#reqs)) % #reqs) + 1
     return reqs[next_i]
   end

@@ -1,6 +1,8 @@
 //! Saving the parsed rows: rows that could touch the same token share a lane and are saved in
 //! source order, lanes run side by side; one row's refusal is reported, anything else stops the
-//! import, and the `ImportReport` says what became of every row. Each row goes through
+//! import, and the `ImportReport` says what became of every row. Rows that share no key with any
+//! other row are first offered to `TokenService::insert_new_for_import` in batches (multi-row
+//! INSERTs: the ones that can only be new tokens); every other row goes through
 //! `TokenService::get` (the id guard) and `save_import`.
 
 use std::collections::HashMap;
@@ -44,6 +46,9 @@ fn is_row_error(e: &Error) -> bool {
 /// How many rows are saved at once.
 const LANES: usize = 8;
 
+/// Rows offered to the batch insert at once (one transaction each).
+const BATCH: usize = 500;
+
 /// What became of one row.
 enum Outcome {
     Saved(Saved),
@@ -58,10 +63,41 @@ pub(super) async fn save_rows(
     rows: Vec<ParsedRow>,
     options: &ImportOptions,
 ) -> anyhow::Result<ImportReport> {
-    let lane_of = lanes_by_shared_key(&rows);
+    let group_of = groups_by_shared_key(&rows);
+    let mut group_size: HashMap<usize, usize> = HashMap::new();
+    for g in &group_of {
+        *group_size.entry(*g).or_default() += 1;
+    }
+    // Rows alone in their group cannot be affected by another row of the file: the ones that
+    // match nothing stored are inserted in batches.
+    let alone: Vec<usize> = (0..rows.len())
+        .filter(|&i| group_size[&group_of[i]] == 1 && rows[i].token.is_ok())
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut inserted = vec![false; rows.len()];
+    for chunk in alone.chunks(BATCH) {
+        let partials: Vec<PartialToken> = chunk
+            .iter()
+            .filter_map(|&i| rows[i].token.as_ref().ok().cloned())
+            .collect();
+        let done = tokens
+            .insert_new_for_import(options.tenant.as_ref(), &partials)
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e)
+                    .context("import stopped (importing is idempotent, so run it again)".to_owned())
+            })?;
+        for (&i, new) in chunk.iter().zip(done) {
+            inserted[i] = new;
+        }
+    }
     let mut lanes: Vec<Vec<(usize, ParsedRow)>> = (0..LANES).map(|_| Vec::new()).collect();
     for (i, row) in rows.into_iter().enumerate() {
-        lanes[lane_of[i]].push((i, row));
+        if inserted[i] {
+            outcomes.push((i, row.at, Outcome::Saved(Saved::Created)));
+        } else {
+            lanes[group_of[i] % LANES].push((i, row));
+        }
     }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let results = futures::future::join_all(
@@ -71,7 +107,6 @@ pub(super) async fn save_rows(
     )
     .await;
 
-    let mut outcomes = Vec::new();
     let mut failure = None;
     for (done, failed) in results {
         outcomes.extend(done);
@@ -131,9 +166,9 @@ async fn save_lane(
     (done, None)
 }
 
-/// The lane of each row: rows linked by any shared key (id, user_name, or a credential, any of
-/// which the save may match on) end up in one lane.
-fn lanes_by_shared_key(rows: &[ParsedRow]) -> Vec<usize> {
+/// The group of each row: rows linked by any shared key (id, user_name, or a credential, any of
+/// which the save may match on) are in one group, and so in one lane (`group % LANES`).
+fn groups_by_shared_key(rows: &[ParsedRow]) -> Vec<usize> {
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
             parent[i] = parent[parent[i]];
@@ -171,9 +206,7 @@ fn lanes_by_shared_key(rows: &[ParsedRow]) -> Vec<usize> {
             }
         }
     }
-    (0..rows.len())
-        .map(|i| root(&mut parent, i) % LANES)
-        .collect()
+    (0..rows.len()).map(|i| root(&mut parent, i)).collect()
 }
 
 /// Saves one token: `Ok(Err(reason))` when this row is refused, `Err` when the import must stop.
@@ -227,7 +260,10 @@ mod tests {
              5,b@x.com,c,s,rt-e,,,,,\r\n\
              6,e@x.com,c,s,rt-c,,,,,\r\n"
         ));
-        let lane = lanes_by_shared_key(&rows);
+        let lane: Vec<usize> = groups_by_shared_key(&rows)
+            .into_iter()
+            .map(|g| g % LANES)
+            .collect();
         assert_eq!(lane[0], lane[3], "same id");
         assert_eq!(lane[1], lane[4], "same user_name");
         assert_eq!(lane[2], lane[5], "same refresh token");

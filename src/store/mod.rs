@@ -26,7 +26,7 @@ pub use changes::{ChangeRow, CHANGES_PER_POLL};
 pub use refresh::{BudgetRefusal, DueToken};
 pub use sessions::{SessionRow, SESSION_AFTERLIFE_MS};
 pub use sql::Arg;
-pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
+pub use tokens::{HashColumn, KeyColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

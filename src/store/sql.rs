@@ -122,6 +122,7 @@ macro_rules! bind_all {
         q
     }};
 }
+pub(crate) use bind_all;
 
 /// A row type that decodes from every backend's rows.
 pub trait AnyRow:

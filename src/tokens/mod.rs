@@ -1,5 +1,6 @@
 //! The six TokenStore operations with their matching and upsert rules, over the encrypted store.
 
+mod bulk;
 mod cache;
 mod changes;
 mod connect_sessions;

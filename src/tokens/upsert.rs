@@ -112,7 +112,7 @@ impl TokenService {
         ))
     }
 
-    fn new_token(
+    pub(super) fn new_token(
         &self,
         p: &PartialToken,
         id: Option<TokenId>,
