@@ -6,6 +6,7 @@
 #   bench/run.sh                          # everything, ~7 minutes
 #   BACKENDS="sqlite postgres" bench/run.sh
 #   DURATION=5 VARIANTS=0 bench/run.sh    # shorter runs, no pinned / info-log variants
+#   TOKENS=1000000 BACKENDS=sqlite bench/run.sh   # the many-tokens run (import alone takes minutes)
 #
 # Knobs (environment):
 #   BACKENDS        sqlite postgres mysql      which databases
@@ -15,7 +16,17 @@
 #   PAIRS           3        hot path + /healthz pairs in the main run (the median ratio is reported)
 #   CONNS           64       wrk connections for the hot path and /healthz
 #   WRITE_CONNS     32       wrk connections for the write path
-#   TOKENS          10000    stored tokens the hot path picks from at random
+#   TOKENS          10000    stored tokens the hot path picks from at random. Above HOT_SUBSET the
+#                            hot path is also measured over the first HOT_SUBSET of them in every
+#                            round (side by side), and above 100000 the access cache's capacity is
+#                            raised to hold them all (TOKEN_BROKER__TOKENS__ACCESS_CACHE_CAPACITY =
+#                            TOKENS + 25 %, unless set)
+#   HOT_SUBSET      10000    the smaller id set of that comparison
+#   CEILING         1        0: skip the bare-axum ceiling (bench/ceiling, GET /healthz -> "ok"),
+#                            measured in every round next to the hot path and the broker's /healthz
+#   CEILING_BIN     (unset)  a bench-ceiling binary to use instead of building bench/ceiling
+#   PAGING          1        0: skip `token-broker tokens list` and the GET /v1/tokens walk
+#   PAGE_LIMIT      500      page size of that walk (the broker's max_page_size by default)
 #   STORM_N         1000     concurrent callers in the refresh storm
 #   PROVIDER_DELAY_MS 200    the fake provider's answer delay
 #   BENCH_PIN       0        1: pin the broker to CPU 0 and the clients to CPU 1 in the main run
@@ -39,6 +50,10 @@ PAIRS=${PAIRS:-3}
 CONNS=${CONNS:-64}
 WRITE_CONNS=${WRITE_CONNS:-32}
 TOKENS=${TOKENS:-10000}
+HOT_SUBSET=${HOT_SUBSET:-10000}
+CEILING=${CEILING:-1}
+PAGING=${PAGING:-1}
+PAGE_LIMIT=${PAGE_LIMIT:-500}
 STORM_N=${STORM_N:-1000}
 PROVIDER_DELAY_MS=${PROVIDER_DELAY_MS:-200}
 VARIANTS=${VARIANTS:-1}
@@ -51,6 +66,15 @@ MYSQL_USER=${MYSQL_USER:-root}
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 # Broker settings the caller exported (they apply to every broker this script starts; reported).
 USER_OVERRIDES=$(env | { grep '^TOKEN_BROKER__' || true; } | { grep -v -E '__(CRYPTO|AUTH)__|__DATABASE__URL=' || true; } | sort | tr '\n' ' ' | sed 's/ $//')
+# Many tokens: the access cache (default capacity 100000) must hold them all, or the hot path over
+# all of them measures the cache's size, not its speed. quick_cache splits its capacity over shards,
+# so give it a quarter more than the token count.
+AUTO_SETTINGS=""
+if [ "$TOKENS" -gt 100000 ] && [ -z "${TOKEN_BROKER__TOKENS__ACCESS_CACHE_CAPACITY:-}" ]; then
+    export TOKEN_BROKER__TOKENS__ACCESS_CACHE_CAPACITY=$(( TOKENS + TOKENS / 4 ))
+    AUTO_SETTINGS="TOKEN_BROKER__TOKENS__ACCESS_CACHE_CAPACITY=$TOKEN_BROKER__TOKENS__ACCESS_CACHE_CAPACITY (set by run.sh for TOKENS=$TOKENS)"
+fi
+SCALE=0; [ "$TOKENS" -gt "$HOT_SUBSET" ] && SCALE=1
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -82,6 +106,25 @@ else
 fi
 [ -x "$BIN" ] || die "no $BIN after the build"
 
+# The bare-axum ceiling (bench/ceiling, its own Cargo project and target directory; cargo rebuilds
+# it only when it changed). Offline first: the broker's build has fetched axum and tokio already.
+CEIL_BIN=""
+if [ "$CEILING" = 1 ]; then
+    if [ -n "${CEILING_BIN:-}" ]; then
+        CEIL_BIN=$CEILING_BIN
+        log "using $CEIL_BIN (CEILING_BIN)"
+    else
+        log "cargo build --release --locked (bench/ceiling: bare axum)"
+        CEIL_TARGET="$ROOT/target/bench-ceiling"
+        ( cd "$BENCH/ceiling" &&
+            { CARGO_TARGET_DIR="$CEIL_TARGET" cargo build --release --locked --offline 2>/dev/null ||
+              CARGO_TARGET_DIR="$CEIL_TARGET" cargo build --release --locked; } ) \
+            || die "could not build bench/ceiling (CEILING=0 skips it)"
+        CEIL_BIN="$CEIL_TARGET/release/bench-ceiling"
+    fi
+    [ -x "$CEIL_BIN" ] || die "no $CEIL_BIN"
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Run state, cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tb-bench.XXXXXX")
@@ -90,6 +133,7 @@ RESULTS="$WORK/results.jsonl"
 RUN_ID=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 BROKER_PID=""
 PROVIDER_PID=""
+CEIL_PID=""
 PG_DBS=()
 MY_DBS=()
 
@@ -97,6 +141,7 @@ cleanup() {
     set +e
     [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
     [ -n "$PROVIDER_PID" ] && kill "$PROVIDER_PID" 2>/dev/null && wait "$PROVIDER_PID" 2>/dev/null
+    [ -n "$CEIL_PID" ] && kill "$CEIL_PID" 2>/dev/null && wait "$CEIL_PID" 2>/dev/null
     for db in "${PG_DBS[@]}"; do
         psql "$PG_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
     done
@@ -177,10 +222,23 @@ export TOKEN_BROKER__PROVIDERS__FAKE__TOKEN_URL="$PROVIDER_URL/token"
 export TOKEN_BROKER__PROVIDERS__FAKE__CLIENT_ID=bench-client
 export TOKEN_BROKER__PROVIDERS__FAKE__CLIENT_SECRET=bench-client-secret
 
+# The bare-axum ceiling: one process for the whole run (idle between its measurements), started
+# like the broker (pinned to CPU 0 only when BENCH_PIN=1).
+CEIL_PORT=""
+if [ "$CEILING" = 1 ]; then
+    CEIL_PORT=$(free_port)
+    PORT=$CEIL_PORT "${PIN_BROKER[@]}" "$CEIL_BIN" 2>"$WORK/ceiling.log" &
+    CEIL_PID=$!
+    for _ in $(seq 500); do curl -sf -o /dev/null "http://127.0.0.1:$CEIL_PORT/healthz" && break; sleep 0.01; done
+    curl -sf -o /dev/null "http://127.0.0.1:$CEIL_PORT/healthz" || { cat "$WORK/ceiling.log" >&2; die "the bare-axum ceiling did not start"; }
+fi
+
 # The seed: a Zoho FileStore CSV of $TOKENS tokens (ids bench-tok-00001 …, valid for a day) and
-# the list of their ids for wrk.
+# the list of their ids for wrk (and the first $HOT_SUBSET of them for the many-tokens comparison).
+log "seed: $TOKENS tokens (FileStore CSV)"
 SEED_CSV="$WORK/seed.csv"
 IDS="$WORK/ids.txt"
+IDS_SUB="$WORK/ids-subset.txt"
 python3 - "$SEED_CSV" "$IDS" "$TOKENS" <<'PY'
 import sys, time
 csv_path, ids_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -195,6 +253,7 @@ with open(csv_path, "w", newline="") as f, open(ids_path, "w") as g:
                 f'"{expiry}","https://app.example.com/cb","https://www.zohoapis.com"\r\n')
         g.write(tid + "\n")
 PY
+head -n "$HOT_SUBSET" "$IDS" >"$IDS_SUB"
 
 JWT=$("$BIN" jwt mint --sub bench --scope "tokens:access tokens:read tokens:write" --ttl 86400)
 export TB_JWT="$JWT" TB_IDS="$IDS" TB_RUN="$RUN_ID" TB_USERS="$TOKENS"
@@ -226,11 +285,11 @@ stop_broker() {
     BROKER_PID=""
 }
 
-# run_wrk SCRIPT MODE CONNS DURATION -> prints the WRKJSON object
+# run_wrk SCRIPT MODE CONNS DURATION [PORT] -> prints the WRKJSON object (PORT: the broker's)
 run_wrk() {
     local out
     out=$(TB_MODE="$2" "${PIN_LOAD[@]}" wrk -t1 -c"$3" -d"$4"s --latency --timeout 10s \
-        -s "$BENCH/wrk/$1" "http://127.0.0.1:$PORT")
+        -s "$BENCH/wrk/$1" "http://127.0.0.1:${5:-$PORT}")
     echo "$out" >>"$WORK/wrk.log"
     echo "$out" | sed -n 's/^WRKJSON //p'
 }
@@ -238,6 +297,7 @@ run_wrk() {
 metric() {
     curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v k="$1" '$1 == k {printf "%d", $2; f=1} END {if (!f) print 0}'
 }
+jfield() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 summ() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  non-2xx %d" % (d["rps"], d["p50_us"]/1000, d["p99_us"]/1000, d["non2xx"]+d["err_timeout"]+d["err_read"]+d["err_connect"]))' "$1"; }
 
 # ---------------------------------------------------------------------------------------------
@@ -247,48 +307,107 @@ bench_backend() { # bench_backend NAME URL
     local blog="$WORK/broker-$name.log"
 
     log "$name: import $TOKENS tokens (token-broker import zoho-csv)"
-    local t0 t1
+    local t0 t1 import_ms
     t0=$(date +%s%N)
     "${PIN_BROKER[@]}" "$BIN" import zoho-csv "$SEED_CSV" >"$WORK/import-$name.log"
     t1=$(date +%s%N)
+    import_ms=$(( (t1 - t0) / 1000000 ))
     cat "$WORK/import-$name.log" >&2
-    record "{\"backend\":\"$name\",\"test\":\"import\",\"rows\":$TOKENS,\"ms\":$(( (t1 - t0) / 1000000 ))}"
+    echo "import: $TOKENS rows in $(( import_ms / 1000 )).$(( import_ms % 1000 / 100 )) s, $(( TOKENS * 1000 / (import_ms > 0 ? import_ms : 1) )) rows/s" >&2
+    record "{\"backend\":\"$name\",\"test\":\"import\",\"rows\":$TOKENS,\"ms\":$import_ms}"
 
     check_quiet "$name"
     log "$name: start (log.filter=warn)"
     start_broker "$blog"
     sleep 1
-    record "{\"backend\":\"$name\",\"test\":\"start\",\"started_ms\":$STARTED_MS,\"rss_idle_kib\":$(rss_kib "$BROKER_PID")}"
+    local rss_idle
+    rss_idle=$(rss_kib "$BROKER_PID")
+    record "{\"backend\":\"$name\",\"test\":\"start\",\"started_ms\":$STARTED_MS,\"rss_idle_kib\":$rss_idle}"
     curl -sf "http://127.0.0.1:$PORT/v1/tokens/bench-tok-00001/access-token" \
         -H "Authorization: Bearer $JWT" >/dev/null || die "$name: the hot path does not answer 200"
 
     log "$name: warm-up = hot path cold: every token in turn (first use: cache miss, last_used_at write)"
-    j=$(run_wrk access.lua sweep "$CONNS" "$WARMUP"); summ "$j" >&2
+    j=$(TB_SWEEP_START=0 run_wrk access.lua sweep "$CONNS" "$WARMUP"); summ "$j" >&2
     record "{\"backend\":\"$name\",\"test\":\"hot_cold\",\"seconds\":$WARMUP,\"wrk\":$j}"
-    local hits0 miss0 hits miss rss_hot="" hwm_hot i hits_mark miss_mark
-    hits0=$(metric 'token_cache_total{result="hit"}'); miss0=$(metric 'token_cache_total{result="miss"}')
+    # With many tokens the warm-up may not reach them all: go on in order from where it stopped
+    # until every token was asked for once (only then is the RSS "all tokens cached").
+    local swept sweep_ms n secs chunk=0 rss_warm
+    swept=$(jfield "$j" requests); sweep_ms=$(( $(jfield "$j" duration_us | cut -d. -f1) / 1000 ))
+    while [ "$swept" -lt "$TOKENS" ]; do
+        chunk=$(( chunk + 1 ))
+        [ "$chunk" -le 50 ] || die "$name: the warm-up sweep did not reach all $TOKENS tokens"
+        # the remaining tokens at the rate so far, plus 20 % and a second
+        secs=$(( (TOKENS - swept) * sweep_ms * 12 / 10 / (swept > 0 ? swept : 1) / 1000 + 1 ))
+        log "$name: warm-up continues: $swept of $TOKENS tokens asked for, ${secs}s more in order"
+        j=$(TB_SWEEP_START=$(( swept % TOKENS )) run_wrk access.lua sweep "$CONNS" "$secs"); summ "$j" >&2
+        n=$(jfield "$j" requests)
+        swept=$(( swept + n )); sweep_ms=$(( sweep_ms + $(jfield "$j" duration_us | cut -d. -f1) / 1000 ))
+    done
+    rss_warm=$(rss_kib "$BROKER_PID")
+    record "{\"backend\":\"$name\",\"test\":\"warm_all\",\"tokens\":$TOKENS,\"requests\":$swept,\"ms\":$sweep_ms,\"rss_idle_kib\":$rss_idle,\"rss_warm_kib\":$rss_warm}"
+    echo "warm-up: $swept requests in $sweep_ms ms; RSS idle $rss_idle KiB, after asking for all $TOKENS tokens $rss_warm KiB" >&2
+
+    local hits=0 miss=0 rss_hot="" hwm_hot i
+    # measure_hot TEST ROUND IDS_FILE: one measured hot-path run with the token cache's hits and
+    # misses during it
+    measure_hot() {
+        local h0 m0 h m nids
+        nids=$(wc -l <"$3")
+        h0=$(metric 'token_cache_total{result="hit"}'); m0=$(metric 'token_cache_total{result="miss"}')
+        j=$(TB_IDS="$3" run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
+        h=$(( $(metric 'token_cache_total{result="hit"}') - h0 )); m=$(( $(metric 'token_cache_total{result="miss"}') - m0 ))
+        echo "  token cache: $h hits, $m misses" >&2
+        record "{\"backend\":\"$name\",\"test\":\"$1\",\"pair\":$2,\"ids\":$nids,\"cache_hits\":$h,\"cache_misses\":$m,\"wrk\":$j}"
+        if [ "$1" = hot ]; then hits=$(( hits + h )); miss=$(( miss + m )); fi
+    }
     for i in $(seq "$PAIRS"); do
         if [ "$i" -gt 1 ] && [ "$REWARM" -gt 0 ]; then
             # The /healthz run before this one outlasts the token cache's time to live: without
             # this, every run after the first would measure a cold start (that is the row above).
-            log "$name: pair $i/$PAIRS: ${REWARM}s unmeasured warm-up of the hot path"
+            log "$name: round $i/$PAIRS: ${REWARM}s unmeasured warm-up of the hot path"
             run_wrk access.lua access "$CONNS" "$REWARM" >/dev/null
-            hits0=$(( hits0 + $(metric 'token_cache_total{result="hit"}') - hits_mark ))
-            miss0=$(( miss0 + $(metric 'token_cache_total{result="miss"}') - miss_mark ))
         fi
-        log "$name: pair $i/$PAIRS: hot path GET /v1/tokens/{id}/access-token, $CONNS connections, ${DURATION}s"
-        j=$(run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
-        record "{\"backend\":\"$name\",\"test\":\"hot\",\"pair\":$i,\"wrk\":$j}"
-        hits_mark=$(metric 'token_cache_total{result="hit"}'); miss_mark=$(metric 'token_cache_total{result="miss"}')
+        log "$name: round $i/$PAIRS: hot path GET /v1/tokens/{id}/access-token over $TOKENS tokens, $CONNS connections, ${DURATION}s"
+        measure_hot hot "$i" "$IDS"
         [ -n "$rss_hot" ] || rss_hot=$(rss_kib "$BROKER_PID")
-        log "$name: pair $i/$PAIRS: GET /healthz (ceiling), $CONNS connections, ${DURATION}s"
+        if [ "$SCALE" = 1 ]; then
+            if [ "$REWARM" -gt 0 ]; then
+                log "$name: round $i/$PAIRS: ${REWARM}s unmeasured warm-up over the first $HOT_SUBSET tokens"
+                TB_IDS="$IDS_SUB" run_wrk access.lua access "$CONNS" "$REWARM" >/dev/null
+            fi
+            log "$name: round $i/$PAIRS: hot path over the first $HOT_SUBSET tokens, $CONNS connections, ${DURATION}s"
+            measure_hot hot_subset "$i" "$IDS_SUB"
+        fi
+        log "$name: round $i/$PAIRS: broker GET /healthz, $CONNS connections, ${DURATION}s"
         j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
         record "{\"backend\":\"$name\",\"test\":\"healthz\",\"pair\":$i,\"wrk\":$j}"
+        if [ "$CEILING" = 1 ]; then
+            log "$name: round $i/$PAIRS: bare axum GET /healthz (bench/ceiling), $CONNS connections, ${DURATION}s"
+            j=$(run_wrk access.lua healthz "$CONNS" "$DURATION" "$CEIL_PORT"); summ "$j" >&2
+            record "{\"backend\":\"$name\",\"test\":\"ceiling\",\"pair\":$i,\"wrk\":$j}"
+        fi
     done
-    hits=$(( $(metric 'token_cache_total{result="hit"}') - hits0 )); miss=$(( $(metric 'token_cache_total{result="miss"}') - miss0 ))
     hwm_hot=$(hwm_kib "$BROKER_PID")
     record "{\"backend\":\"$name\",\"test\":\"cache\",\"cache_hits\":$hits,\"cache_misses\":$miss}"
     record "{\"backend\":\"$name\",\"test\":\"memory\",\"rss_after_hot_kib\":$rss_hot,\"hwm_after_hot_kib\":$hwm_hot,\"rss_after_healthz_kib\":$(rss_kib "$BROKER_PID")}"
+
+    if [ "$PAGING" = 1 ]; then
+        # Listing every row: the CLI (its own process on the same database, pages of max_page_size)
+        # and GET /v1/tokens followed cursor by cursor. Before the write path, so exactly $TOKENS rows.
+        log "$name: token-broker tokens list (all $TOKENS rows, output to /dev/null)"
+        t0=$(date +%s%N)
+        "${PIN_BROKER[@]}" "$BIN" tokens list >/dev/null
+        t1=$(date +%s%N)
+        echo "tokens list: $(( (t1 - t0) / 1000000 )) ms" >&2
+        record "{\"backend\":\"$name\",\"test\":\"cli_list\",\"rows\":$TOKENS,\"ms\":$(( (t1 - t0) / 1000000 ))}"
+        log "$name: GET /v1/tokens?limit=$PAGE_LIMIT, every page in turn (next_cursor)"
+        local pj
+        pj=$("${PIN_LOAD[@]}" python3 "$BENCH/paging.py" --port "$PORT" --jwt "$JWT" --limit "$PAGE_LIMIT" |
+            sed -n 's/^PAGEJSON //p')
+        echo "$pj" >&2
+        [ -n "$pj" ] || die "$name: the GET /v1/tokens walk failed"
+        record "{\"backend\":\"$name\",\"test\":\"paging\",\"paging\":$pj}"
+    fi
 
     log "$name: write path PUT /v1/tokens, new users (insert), $WRITE_CONNS connections"
     j=$(run_wrk save.lua insert "$WRITE_CONNS" "$DURATION"); summ "$j" >&2
@@ -390,11 +509,12 @@ python3 "$BENCH/report.py" "$RESULTS" \
     --meta "load=$LOAD_BEFORE before, $LOAD_AFTER after (1/5/15-min load averages); CPU busy with other processes just before each backend (1 s sample): ${BUSY_NOTES[*]}" \
     --meta "pinning=$PIN_NOTE" \
     --meta "main_config=$([ "$MAIN_PIN" = on ] && echo "main run (pinned, log.filter=warn)" || echo "main run (2 cores shared, log.filter=warn)")" \
-    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${WARMUP} s warm-up; main run: $PAIRS hot-path + /healthz pairs, the pair with the median ratio reported" \
+    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${WARMUP} s warm-up; main run: $PAIRS rounds of hot path$([ "$SCALE" = 1 ] && echo " (all $TOKENS tokens, then the first $HOT_SUBSET)") + broker /healthz$([ "$CEILING" = 1 ] && echo " + bare axum /healthz"), the round with the median ratio reported" \
     --meta "postgres=$(psql "$PG_ADMIN_URL" -qAtc 'show server_version' 2>/dev/null || echo n/a)" \
     --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
-    --meta "overrides=${USER_OVERRIDES:-none}" \
-    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
+    --meta "overrides=${USER_OVERRIDES:-none}${AUTO_SETTINGS:+; $AUTO_SETTINGS}" \
+    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
+    --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" \
     >"$BENCH/results-latest.md"
 cp "$RESULTS" "$BENCH/results-latest.jsonl"
 echo

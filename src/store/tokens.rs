@@ -390,6 +390,28 @@ impl Store {
         Ok(self.execute(reencrypt.sql(), args).await? == 1)
     }
 
+    /// [`reencrypt_token`](Self::reencrypt_token) for a page of rows, in one transaction (one
+    /// commit instead of one per row). Per row: whether it was written.
+    pub async fn reencrypt_tokens(
+        &self,
+        rows: Vec<(TokenRow, String, i64)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let reencrypt = &self.token_sql().reencrypt;
+        let mut written = Vec::with_capacity(rows.len());
+        with_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            for (row, read_key_id, read_updated_at) in rows {
+                let args = reencrypt.args(row, [read_key_id.into(), read_updated_at.into()]);
+                let done = bind_all!(sqlx::query(reencrypt.sql().as_str()), args)
+                    .execute(&mut *tx)
+                    .await?;
+                written.push(done.rows_affected() == 1);
+            }
+            tx.commit().await?;
+        });
+        Ok(written)
+    }
+
     pub async fn delete_token(&self, id: &str, tenants: &TenantFilter) -> Result<bool, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete);
         let args = std::iter::once(Arg::from(id)).chain(tenant).collect();
