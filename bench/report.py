@@ -9,6 +9,11 @@ import json
 NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MariaDB"}
 TARGET_RATIO = 0.6
 TARGET_P99_MS = 5.0
+# Issue #14 ("Scale"): against a bare axum server (bench/ceiling) and with many tokens.
+TARGET_HEALTHZ_VS_AXUM = 0.9
+TARGET_HOT_VS_HEALTHZ = 0.85
+TARGET_HOT_VS_AXUM = 0.75
+TARGET_ALL_VS_SUBSET = 0.9
 
 
 def ms(us):
@@ -21,6 +26,20 @@ def mib(kib):
 
 def errors(w):
     return w["non2xx"] + w["err_timeout"] + w["err_read"] + w["err_connect"] + w["err_write"]
+
+
+def hit_pct(r):
+    n = r.get("cache_hits", 0) + r.get("cache_misses", 0)
+    return f"{100 * r['cache_hits'] / n:.0f} %" if n else "–"
+
+
+def median_round(pairs, b, num, den):
+    """The round whose num/den ratio is the median (lower middle), and all rounds' ratios."""
+    a, z = pairs.get((b, num), {}), pairs.get((b, den), {})
+    both = sorted((a[i]["wrk"]["rps"] / z[i]["wrk"]["rps"], i) for i in a if i in z and z[i]["wrk"]["rps"])
+    if not both:
+        return None, []
+    return both[(len(both) - 1) // 2][1], sorted(both, key=lambda x: x[1])
 
 
 def main():
@@ -69,6 +88,9 @@ def main():
         if both:
             _, mid = both[(len(both) - 1) // 2]
             by[(b, "hot")], by[(b, "healthz")] = hp[mid], zp[mid]
+            for t in ("ceiling", "hot_subset"):
+                if mid in pairs.get((b, t), {}):
+                    by[(b, t)] = pairs[(b, t)][mid]
             spread[b] = both
     for b in backends:
         for th, tz, label in configs:
@@ -108,9 +130,11 @@ def main():
     p("")
     p("| backend | run | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |")
     p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    variants = (("hot_cold", "hot path, cold (first use of every token)"),
+    variants = (("hot_cold", "hot path, cold (start of the warm-up: tokens in turn, first use)"),
                 ("hot", "hot path, warm (median pair)"),
                 ("healthz", "/healthz (median pair)"),
+                ("ceiling", "bare axum /healthz (same round)"),
+                ("hot_subset", f"hot path, first {meta.get('hot_subset', 'N')} tokens only (same round)"),
                 ("hot_pinned", "hot path, pinned"),
                 ("hot_info", "hot path, log.filter=info"))
     for b in backends:
@@ -122,6 +146,8 @@ def main():
             p(f"| {NAMES.get(b, b)} | {label} | {w['rps']:.0f} | {ms(w['p50_us'])} | {ms(w['p90_us'])} | "
               f"{ms(w['p99_us'])} | {ms(w['p999_us'])} | {ms(w['max_us'])} | {errors(w)} |")
     p("")
+
+    scale_section(p, backends, by, pairs, meta)
 
     # Refresh storm ---------------------------------------------------------------------------
     p("## Refresh storm")
@@ -171,14 +197,22 @@ def main():
     # Memory and start-up ---------------------------------------------------------------------------
     p("## Memory and start-up")
     p("")
-    p("| backend | RSS idle after start MiB | RSS right after the hot path MiB | peak RSS (VmHWM) MiB | start with migrated DB ms (curl poll, 10 ms steps) |")
-    p("|---|---:|---:|---:|---:|")
+    p("| backend | tokens | RSS idle after start MiB | RSS after asking for every token once MiB | per cached token | RSS right after the hot path MiB | peak RSS (VmHWM) MiB | start with migrated DB ms (curl poll, 10 ms steps) |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|")
     for b in backends:
-        st, mem = by.get((b, "start")), by.get((b, "memory"))
+        st, mem, wa = by.get((b, "start")), by.get((b, "memory")), by.get((b, "warm_all"))
         if not st or not mem:
             continue
-        p(f"| {NAMES.get(b, b)} | {mib(st['rss_idle_kib'])} | {mib(mem['rss_after_hot_kib'])} | "
-          f"{mib(mem['hwm_after_hot_kib'])} | {st['started_ms']} |")
+        warm = per = ""
+        if wa:
+            warm = mib(wa["rss_warm_kib"])
+            per = f"{(wa['rss_warm_kib'] - wa['rss_idle_kib']) * 1024 / wa['tokens']:.0f} B"
+        p(f"| {NAMES.get(b, b)} | {wa['tokens'] if wa else ''} | {mib(st['rss_idle_kib'])} | {warm} | {per} | "
+          f"{mib(mem['rss_after_hot_kib'])} | {mib(mem['hwm_after_hot_kib'])} | {st['started_ms']} |")
+    p("")
+    p("Per cached token = (RSS after the warm-up has asked for every token once − RSS idle) ÷ tokens: "
+      "the decrypted token in the access cache plus everything else that grew meanwhile (allocator "
+      "arenas, the use-mark and audit queues, the database driver's caches); an upper bound.")
     p("")
     su = by.get(("sqlite", "startup"))
     if su:
@@ -191,6 +225,142 @@ def main():
         if r["test"] == "skipped":
             p(f"- {NAMES.get(r['backend'], r['backend'])}: skipped (server unreachable)")
     print("\n".join(out))
+
+
+def scale_section(p, backends, by, pairs, meta):
+    """Issue #14: the bare-axum ceiling, many tokens, listing every row."""
+    tokens, subset = meta.get("tokens", "?"), meta.get("hot_subset", "10000")
+    have_ceiling = any((b, "ceiling") in pairs for b in backends)
+    have_subset = any((b, "hot_subset") in pairs for b in backends)
+    have_paging = any((b, "paging") in by for b in backends)
+    if not (have_ceiling or have_subset or have_paging):
+        return
+    p("## Scale (#14)")
+    p("")
+    if have_ceiling:
+        p("### Against bare axum")
+        p("")
+        p("Each round: the hot path (a random one of all stored tokens per request), the broker's "
+          "`GET /healthz`, then `GET /healthz` of a bare axum server (`bench/ceiling`: axum "
+          "`Router` with one route returning \"ok\", `axum::serve`, multi-thread tokio, same axum and "
+          "tokio versions as the broker, system allocator), all with the same wrk settings and the "
+          "same client work per request. Targets: broker `/healthz` ÷ bare axum "
+          f"≥ {TARGET_HEALTHZ_VS_AXUM}, hot path ÷ broker `/healthz` ≥ {TARGET_HOT_VS_HEALTHZ}, "
+          f"hot path ÷ bare axum ≥ {TARGET_HOT_VS_AXUM}, hot-path p99 < {TARGET_P99_MS:g} ms. The table "
+          "shows the round with the median hot path ÷ bare axum.")
+        p("")
+        p("| backend | hot path req/s | p99 ms | broker /healthz req/s | p99 ms | bare axum req/s | p99 ms | "
+          "/healthz ÷ axum | hot ÷ /healthz | hot ÷ axum | target |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        rounds = {}
+        for b in backends:
+            mid, allr = median_round(pairs, b, "hot", "ceiling")
+            if mid is None or mid not in pairs.get((b, "healthz"), {}):
+                continue
+            h = pairs[(b, "hot")][mid]["wrk"]
+            z = pairs[(b, "healthz")][mid]["wrk"]
+            c = pairs[(b, "ceiling")][mid]["wrk"]
+            r1, r2, r3 = z["rps"] / c["rps"], h["rps"] / z["rps"], h["rps"] / c["rps"]
+            bad = [x for x, ok in (("/healthz ÷ axum", r1 >= TARGET_HEALTHZ_VS_AXUM),
+                                   ("hot ÷ /healthz", r2 >= TARGET_HOT_VS_HEALTHZ),
+                                   ("hot ÷ axum", r3 >= TARGET_HOT_VS_AXUM),
+                                   ("p99", h["p99_us"] / 1000 < TARGET_P99_MS)) if not ok]
+            verdict = "met" if not bad else "NOT met (" + ", ".join(bad) + ")"
+            err = errors(h) + errors(z) + errors(c)
+            p(f"| {NAMES.get(b, b)} | {h['rps']:.0f} | {ms(h['p99_us'])} | {z['rps']:.0f} | {ms(z['p99_us'])} | "
+              f"{c['rps']:.0f} | {ms(c['p99_us'])} | {r1:.2f} | {r2:.2f} | {r3:.2f} | {verdict}"
+              + (f" ({err} errors)" if err else "") + " |")
+            rounds[b] = allr
+        if any(len(v) > 1 for v in rounds.values()):
+            p("")
+            p("Every round (hot path / broker `/healthz` / bare axum req/s → /healthz ÷ axum, hot ÷ "
+              "/healthz, hot ÷ axum): " + "; ".join(
+                  f"{NAMES.get(b, b)}: " + ", ".join(
+                      "{:.0f}/{:.0f}/{:.0f} → {:.2f}, {:.2f}, {:.2f}".format(
+                          pairs[(b, "hot")][i]["wrk"]["rps"], pairs[(b, "healthz")][i]["wrk"]["rps"],
+                          pairs[(b, "ceiling")][i]["wrk"]["rps"],
+                          pairs[(b, "healthz")][i]["wrk"]["rps"] / pairs[(b, "ceiling")][i]["wrk"]["rps"],
+                          pairs[(b, "hot")][i]["wrk"]["rps"] / pairs[(b, "healthz")][i]["wrk"]["rps"], r)
+                      for r, i in v if i in pairs.get((b, "healthz"), {}))
+                  for b, v in rounds.items()) + ".")
+        p("")
+    if have_subset:
+        p(f"### Many tokens: {tokens} against the first {subset}")
+        p("")
+        p(f"Each round measures the hot path twice on the same broker: a random one of all {tokens} "
+          f"tokens per request, then (after {meta.get('rewarm', 'a')} s unmeasured warm-up) a random "
+          f"one of the first {subset}. Target: all ÷ subset ≥ {TARGET_ALL_VS_SUBSET} (within 10 %). "
+          "The cache hit rate is the share of those requests the access cache answered "
+          "(`token_cache_total`); with the default 5 s time to live a token must be asked for within "
+          "5 s of its last read to be a hit. The table shows the round with the median ratio.")
+        p("")
+        p(f"| backend | all {tokens}: req/s | p50 ms | p99 ms | cache hits | first {subset}: req/s | "
+          "p50 ms | p99 ms | cache hits | all ÷ subset | target |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        rounds = {}
+        for b in backends:
+            mid, allr = median_round(pairs, b, "hot", "hot_subset")
+            if mid is None:
+                continue
+            a, s_ = pairs[(b, "hot")][mid], pairs[(b, "hot_subset")][mid]
+            h, z = a["wrk"], s_["wrk"]
+            r = h["rps"] / z["rps"]
+            err = errors(h) + errors(z)
+            p(f"| {NAMES.get(b, b)} | {h['rps']:.0f} | {ms(h['p50_us'])} | {ms(h['p99_us'])} | {hit_pct(a)} | "
+              f"{z['rps']:.0f} | {ms(z['p50_us'])} | {ms(z['p99_us'])} | {hit_pct(s_)} | {r:.2f} | "
+              f"{'met' if r >= TARGET_ALL_VS_SUBSET else 'NOT met'}" + (f" ({err} errors)" if err else "") + " |")
+            rounds[b] = allr
+        if any(len(v) > 1 for v in rounds.values()):
+            p("")
+            p("Every round (all / subset req/s = ratio): " + "; ".join(
+                f"{NAMES.get(b, b)}: " + ", ".join(
+                    f"{pairs[(b, 'hot')][i]['wrk']['rps']:.0f}/{pairs[(b, 'hot_subset')][i]['wrk']['rps']:.0f} = {r:.2f}"
+                    for r, i in v) for b, v in rounds.items()) + ".")
+        p("")
+    rows = []
+    for b in backends:
+        imp, wa, cli, pg = by.get((b, "import")), by.get((b, "warm_all")), by.get((b, "cli_list")), by.get((b, "paging"))
+        if imp:
+            rows.append(f"| {NAMES.get(b, b)} | `token-broker import zoho-csv` | {imp['rows']} | "
+                        f"{imp['ms'] / 1000:.1f} s | {imp['rows'] / (imp['ms'] / 1000):.0f} rows/s |")
+        if wa:
+            rows.append(f"| {NAMES.get(b, b)} | warm-up: every token asked for once, in order (wrk) | "
+                        f"{wa['requests']} requests | {wa['ms'] / 1000:.1f} s | "
+                        f"{wa['requests'] / (wa['ms'] / 1000):.0f} req/s |")
+        if cli:
+            rows.append(f"| {NAMES.get(b, b)} | `token-broker tokens list > /dev/null` | {cli['rows']} | "
+                        f"{cli['ms'] / 1000:.1f} s | {cli['rows'] / (cli['ms'] / 1000):.0f} rows/s |")
+        if pg:
+            g = pg["paging"]
+            rows.append(f"| {NAMES.get(b, b)} | `GET /v1/tokens?limit={g['limit']}`, every page (next_cursor) | "
+                        f"{g['rows']} ({g['pages']} pages) | {g['total_ms'] / 1000:.1f} s | "
+                        f"{g['rows'] / (g['total_ms'] / 1000):.0f} rows/s |")
+    if rows:
+        p("### Bulk: import, warm-up, listing")
+        p("")
+        p("| backend | what | rows | time | rate |")
+        p("|---|---|---:|---:|---:|")
+        for r in rows:
+            p(r)
+        p("")
+    if have_paging:
+        p("Does a page deep in the list cost more? Each page timed from the request written to the "
+          "body read, one keep-alive connection (`bench/paging.py`):")
+        p("")
+        p("| backend | µs per row, first 10 % of rows | µs per row, last 10 % | µs per row, all | "
+          "full page ms, first 10 pages | full page ms, 10 pages from 90 % of the way |")
+        p("|---|---:|---:|---:|---:|---:|")
+        for b in backends:
+            pg = by.get((b, "paging"))
+            if not pg:
+                continue
+            g = pg["paging"]
+            deep = f"{g['deep10_ms']} ({g['deep10_n']} pages from page {g['deep10_from_page']})" \
+                if g.get("deep10_ms") is not None else "–"
+            first = f"{g['first10_ms']} ({g['first10_n']} pages)" if g.get("first10_ms") is not None else "–"
+            p(f"| {NAMES.get(b, b)} | {g['us_per_row_first10pct']} | {g['us_per_row_last10pct']} | "
+              f"{g['us_per_row_all']} | {first} | {deep} |")
+        p("")
 
 
 if __name__ == "__main__":

@@ -514,7 +514,7 @@ python3 "$BENCH/report.py" "$RESULTS" \
     --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
     --meta "overrides=${USER_OVERRIDES:-none}${AUTO_SETTINGS:+; $AUTO_SETTINGS}" \
     --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
-    --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" \
+    --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" --meta "rewarm=$REWARM" \
     >"$BENCH/results-latest.md"
 cp "$RESULTS" "$BENCH/results-latest.jsonl"
 echo

@@ -24,9 +24,25 @@ pub fn spawn(engine: OAuthService, settings: &BackgroundRefreshSettings) -> Opti
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            run_once(&engine, &settings).await;
+            // A wave of tokens expiring together is drained pass after pass (each at most
+            // `concurrency` refreshes at once) rather than a batch per tick; a pass that mostly
+            // failed waits for the next tick, so a provider that is down is not hammered.
+            loop {
+                let pass = run_pass(&engine, &settings).await;
+                if pass.due < BATCH as usize || pass.refreshed * 2 < pass.due {
+                    break;
+                }
+            }
         }
     }))
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Tokens found due (at most a batch).
+    pub due: usize,
+    pub refreshed: usize,
 }
 
 /// Writes the hot path's use marks every few seconds (always on: the background refresher, here
@@ -60,8 +76,8 @@ const USE_MARKS_EVERY: Duration = Duration::from_secs(5);
 /// Budgets are purged every this many use-mark ticks (5 minutes).
 const PURGE_BUDGETS_EVERY_TICKS: u64 = 60;
 
-/// One pass: refresh every due token. Returns how many were refreshed.
-pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSettings) -> usize {
+/// One pass: refresh every due token (a batch at most, the soonest to expire first).
+pub async fn run_pass(engine: &OAuthService, settings: &BackgroundRefreshSettings) -> Pass {
     let now = engine.now_ms();
     let ahead_ms = (settings.ahead_secs * 1000) as i64;
     // Marks not written yet would hide tokens that are in use.
@@ -78,10 +94,11 @@ pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSetting
         Ok(due) => due,
         Err(e) => {
             tracing::warn!(error = %e, "background refresh could not list due tokens");
-            return 0;
+            return Pass::default();
         }
     };
-    futures::stream::iter(due)
+    let count = due.len();
+    let refreshed = futures::stream::iter(due)
         .map(|d| async move {
             let d = match d {
                 Ok(d) => d,
@@ -102,5 +119,9 @@ pub async fn run_once(engine: &OAuthService, settings: &BackgroundRefreshSetting
         .buffer_unordered(settings.concurrency.max(1))
         .filter(|ok| std::future::ready(*ok))
         .count()
-        .await
+        .await;
+    Pass {
+        due: count,
+        refreshed,
+    }
 }

@@ -364,6 +364,13 @@ impl TestApp {
         launch(self.settings.clone(), self.db.clone(), None).await
     }
 
+    /// A replica whose settings `configure` adjusts (e.g. the one replica running a job).
+    pub async fn replica_with(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
+        launch(settings, self.db.clone(), None).await
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
