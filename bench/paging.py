@@ -13,6 +13,11 @@ clock stops). Prints one line `PAGEJSON {...}`:
   first10_ms / deep10_ms      mean time of a full page: the first 10 pages, and the 10 pages from 90 %
                               of the way (fewer when the list is short; no page counted twice)
   first10_n / deep10_n        how many full pages went into each mean
+  again_first10_ms / again_deep10_ms
+                              after the walk, those same pages fetched again (their cursors kept),
+                              first ones and deep ones alternating, REPEAT times: the median of each
+                              group's mean, so a change over time (background work, a neighbour)
+                              does not pass for a cost of depth
 """
 import argparse
 import http.client
@@ -27,14 +32,13 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--jwt", required=True)
     ap.add_argument("--limit", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
     conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=60)
     headers = {"Authorization": f"Bearer {args.jwt}"}
-    pages = []  # (seconds, rows)
-    cursor = None
-    walk0 = time.perf_counter()
-    while True:
+    def fetch(cursor):
+        """One page: (seconds, parsed page)."""
         q = {"limit": str(args.limit)}
         if cursor:
             q["cursor"] = cursor
@@ -45,10 +49,18 @@ def main():
         body = resp.read()
         t1 = time.perf_counter()
         if resp.status != 200:
-            print(f"paging: page {len(pages) + 1}: HTTP {resp.status}: {body[:300]!r}", file=sys.stderr)
+            print(f"paging: HTTP {resp.status}: {body[:300]!r}", file=sys.stderr)
             sys.exit(1)
-        page = json.loads(body)
-        pages.append((t1 - t0, len(page["tokens"]) + len(page.get("unreadable", []))))
+        return t1 - t0, json.loads(body)
+
+    pages = []  # (seconds, rows)
+    cursors = []  # the cursor each page was fetched with (None: the first)
+    cursor = None
+    walk0 = time.perf_counter()
+    while True:
+        dt, page = fetch(cursor)
+        cursors.append(cursor)
+        pages.append((dt, len(page["tokens"]) + len(page.get("unreadable", []))))
         cursor = page.get("next_cursor")
         if not cursor:
             break
@@ -77,6 +89,16 @@ def main():
     def mean_ms(idx):
         return round(sum(pages[i][0] for i in idx) * 1000 / len(idx), 3) if idx else None
 
+    again = {"first": [], "deep": []}
+    if first10 and deep10:
+        for _ in range(args.repeat):
+            for group, idx in (("first", first10), ("deep", deep10)):
+                again[group].append(sum(fetch(cursors[i])[0] for i in idx) * 1000 / len(idx))
+
+    def median(xs):
+        xs = sorted(xs)
+        return round(xs[(len(xs) - 1) // 2], 3) if xs else None
+
     out = {
         "limit": args.limit,
         "pages": len(pages),
@@ -90,6 +112,9 @@ def main():
         "deep10_ms": mean_ms(deep10),
         "deep10_n": len(deep10),
         "deep10_from_page": (deep10[0] + 1) if deep10 else None,
+        "again_first10_ms": median(again["first"]),
+        "again_deep10_ms": median(again["deep"]),
+        "again_repeat": len(again["first"]),
     }
     print("PAGEJSON " + json.dumps(out))
 

@@ -27,6 +27,9 @@
 #   CEILING_BIN     (unset)  a bench-ceiling binary to use instead of building bench/ceiling
 #   PAGING          1        0: skip `token-broker tokens list` and the GET /v1/tokens walk
 #   PAGE_LIMIT      500      page size of that walk (the broker's max_page_size by default)
+#   SETTLE_MAX      30       main run: before each measured run wait (at most this many seconds) until
+#                            the broker's background work from the run before (audit rows, use marks,
+#                            cache re-checks) is done: under 10 % of a core over 0.5 s. 0: don't wait
 #   STORM_N         1000     concurrent callers in the refresh storm
 #   PROVIDER_DELAY_MS 200    the fake provider's answer delay
 #   BENCH_PIN       0        1: pin the broker to CPU 0 and the clients to CPU 1 in the main run
@@ -54,6 +57,7 @@ HOT_SUBSET=${HOT_SUBSET:-10000}
 CEILING=${CEILING:-1}
 PAGING=${PAGING:-1}
 PAGE_LIMIT=${PAGE_LIMIT:-500}
+SETTLE_MAX=${SETTLE_MAX:-30}
 STORM_N=${STORM_N:-1000}
 PROVIDER_DELAY_MS=${PROVIDER_DELAY_MS:-200}
 VARIANTS=${VARIANTS:-1}
@@ -180,6 +184,23 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ms() { awk -v t="$CLK_TCK" '{printf "%d", ($14 + $15) * 1000 / t}' "/proc/$1/stat"; } # user + system CPU so far
+# settle: wait until the broker is idle (under 50 ms of CPU in 0.5 s), at most SETTLE_MAX seconds;
+# sets SETTLED_MS (how long it took)
+settle() {
+    local t0 c0 c1
+    SETTLED_MS=0
+    [ "$SETTLE_MAX" -gt 0 ] || return 0
+    t0=$(date +%s%N)
+    while :; do
+        c0=$(cpu_ms "$BROKER_PID"); sleep 0.5; c1=$(cpu_ms "$BROKER_PID")
+        [ $(( c1 - c0 )) -lt 50 ] && break
+        [ $(( ($(date +%s%N) - t0) / 1000000000 )) -lt "$SETTLE_MAX" ] || break
+    done
+    SETTLED_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+    [ "$SETTLED_MS" -lt 1000 ] || echo "  waited ${SETTLED_MS} ms for the broker to go idle" >&2
+}
 record() { echo "$1" >>"$RESULTS"; } # one JSON object a line
 # cpu_busy: % of all CPUs busy over one second (while this script's own processes idle, that is
 # what other processes on the machine use: a noisy neighbour skews every number).
@@ -347,44 +368,51 @@ bench_backend() { # bench_backend NAME URL
     record "{\"backend\":\"$name\",\"test\":\"warm_all\",\"tokens\":$TOKENS,\"requests\":$swept,\"ms\":$sweep_ms,\"rss_idle_kib\":$rss_idle,\"rss_warm_kib\":$rss_warm}"
     echo "warm-up: $swept requests in $sweep_ms ms; RSS idle $rss_idle KiB, after asking for all $TOKENS tokens $rss_warm KiB" >&2
 
-    local hits=0 miss=0 rss_hot="" hwm_hot i
-    # measure_hot TEST ROUND IDS_FILE: one measured hot-path run with the token cache's hits and
-    # misses during it
+    local hits=0 miss=0 rss_hot="" hwm_hot i c0 c
+    # measure_hot TEST ROUND IDS_FILE REWARM_SECONDS: wait for the broker to go idle, warm the
+    # cache up (unmeasured) over the same ids, then one measured hot-path run with the token
+    # cache's hits and misses during it
     measure_hot() {
-        local h0 m0 h m nids
+        local h0 m0 h m nids c0 c
         nids=$(wc -l <"$3")
+        settle
+        if [ "$4" -gt 0 ]; then
+            log "$name: round $2/$PAIRS: ${4}s unmeasured warm-up over $nids tokens"
+            TB_IDS="$3" run_wrk access.lua access "$CONNS" "$4" >/dev/null
+        fi
+        log "$name: round $2/$PAIRS: hot path GET /v1/tokens/{id}/access-token over $nids tokens, $CONNS connections, ${DURATION}s"
         h0=$(metric 'token_cache_total{result="hit"}'); m0=$(metric 'token_cache_total{result="miss"}')
+        c0=$(cpu_ms "$BROKER_PID")
         j=$(TB_IDS="$3" run_wrk access.lua access "$CONNS" "$DURATION"); summ "$j" >&2
+        c=$(( $(cpu_ms "$BROKER_PID") - c0 ))
         h=$(( $(metric 'token_cache_total{result="hit"}') - h0 )); m=$(( $(metric 'token_cache_total{result="miss"}') - m0 ))
-        echo "  token cache: $h hits, $m misses" >&2
-        record "{\"backend\":\"$name\",\"test\":\"$1\",\"pair\":$2,\"ids\":$nids,\"cache_hits\":$h,\"cache_misses\":$m,\"wrk\":$j}"
+        echo "  token cache: $h hits, $m misses; broker CPU ${c} ms" >&2
+        record "{\"backend\":\"$name\",\"test\":\"$1\",\"pair\":$2,\"ids\":$nids,\"settle_ms\":$SETTLED_MS,\"cache_hits\":$h,\"cache_misses\":$m,\"broker_cpu_ms\":$c,\"wrk\":$j}"
         if [ "$1" = hot ]; then hits=$(( hits + h )); miss=$(( miss + m )); fi
     }
     for i in $(seq "$PAIRS"); do
-        if [ "$i" -gt 1 ] && [ "$REWARM" -gt 0 ]; then
-            # The /healthz run before this one outlasts the token cache's time to live: without
-            # this, every run after the first would measure a cold start (that is the row above).
-            log "$name: round $i/$PAIRS: ${REWARM}s unmeasured warm-up of the hot path"
-            run_wrk access.lua access "$CONNS" "$REWARM" >/dev/null
-        fi
-        log "$name: round $i/$PAIRS: hot path GET /v1/tokens/{id}/access-token over $TOKENS tokens, $CONNS connections, ${DURATION}s"
-        measure_hot hot "$i" "$IDS"
+        # Each hot-path run after the first starts with an unmeasured warm-up over its own ids: the
+        # runs before it outlast the token cache's time to live, and without this every run would
+        # measure a cold start (that is the row above).
+        measure_hot hot "$i" "$IDS" "$([ "$i" -gt 1 ] && echo "$REWARM" || echo 0)"
         [ -n "$rss_hot" ] || rss_hot=$(rss_kib "$BROKER_PID")
-        if [ "$SCALE" = 1 ]; then
-            if [ "$REWARM" -gt 0 ]; then
-                log "$name: round $i/$PAIRS: ${REWARM}s unmeasured warm-up over the first $HOT_SUBSET tokens"
-                TB_IDS="$IDS_SUB" run_wrk access.lua access "$CONNS" "$REWARM" >/dev/null
-            fi
-            log "$name: round $i/$PAIRS: hot path over the first $HOT_SUBSET tokens, $CONNS connections, ${DURATION}s"
-            measure_hot hot_subset "$i" "$IDS_SUB"
-        fi
+        if [ "$SCALE" = 1 ]; then measure_hot hot_subset "$i" "$IDS_SUB" "$REWARM"; fi
+        settle
         log "$name: round $i/$PAIRS: broker GET /healthz, $CONNS connections, ${DURATION}s"
+        c0=$(cpu_ms "$BROKER_PID")
         j=$(run_wrk access.lua healthz "$CONNS" "$DURATION"); summ "$j" >&2
-        record "{\"backend\":\"$name\",\"test\":\"healthz\",\"pair\":$i,\"wrk\":$j}"
+        c=$(( $(cpu_ms "$BROKER_PID") - c0 ))
+        record "{\"backend\":\"$name\",\"test\":\"healthz\",\"pair\":$i,\"settle_ms\":$SETTLED_MS,\"broker_cpu_ms\":$c,\"wrk\":$j}"
         if [ "$CEILING" = 1 ]; then
+            # The broker stays up, idle (settle waited for that); its CPU meanwhile shows any
+            # background work still competing with the ceiling.
+            settle
             log "$name: round $i/$PAIRS: bare axum GET /healthz (bench/ceiling), $CONNS connections, ${DURATION}s"
+            c0=$(cpu_ms "$BROKER_PID")
             j=$(run_wrk access.lua healthz "$CONNS" "$DURATION" "$CEIL_PORT"); summ "$j" >&2
-            record "{\"backend\":\"$name\",\"test\":\"ceiling\",\"pair\":$i,\"wrk\":$j}"
+            c=$(( $(cpu_ms "$BROKER_PID") - c0 ))
+            echo "  broker CPU meanwhile: ${c} ms" >&2
+            record "{\"backend\":\"$name\",\"test\":\"ceiling\",\"pair\":$i,\"settle_ms\":$SETTLED_MS,\"broker_cpu_ms\":$c,\"wrk\":$j}"
         fi
     done
     hwm_hot=$(hwm_kib "$BROKER_PID")
@@ -513,8 +541,8 @@ python3 "$BENCH/report.py" "$RESULTS" \
     --meta "postgres=$(psql "$PG_ADMIN_URL" -qAtc 'show server_version' 2>/dev/null || echo n/a)" \
     --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
     --meta "overrides=${USER_OVERRIDES:-none}${AUTO_SETTINGS:+; $AUTO_SETTINGS}" \
-    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
-    --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" --meta "rewarm=$REWARM" \
+    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT SETTLE_MAX=$SETTLE_MAX STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
+    --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" --meta "rewarm=$REWARM" --meta "settle_max=$SETTLE_MAX" \
     >"$BENCH/results-latest.md"
 cp "$RESULTS" "$BENCH/results-latest.jsonl"
 echo
