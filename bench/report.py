@@ -310,7 +310,7 @@ def scale_section(p, backends, by, pairs, meta):
           f"one of the first {subset}. Target: all ÷ subset ≥ {TARGET_ALL_VS_SUBSET} (within 10 %). "
           "The cache hit rate is the share of those requests the access cache answered "
           "(`token_cache_total`): a token must be asked for again within the cache's time to live "
-          "(`tokens.access_cache_ttl_ms`, 5 s by default; see overrides) to be a hit. The table shows "
+          "(`tokens.access_cache_ttl_ms`, 60 s by default; see overrides) to be a hit. The table shows "
           "the round with the median ratio.")
         p("")
         p(f"| backend | all {tokens}: req/s | p50 ms | p99 ms | cache hits | first {subset}: req/s | "
