@@ -7,6 +7,7 @@
 //! the queries whose shape depends on the request's filters go through `sqlx::QueryBuilder`.
 
 mod audit;
+mod bulk;
 mod changes;
 mod columns;
 mod refresh;
@@ -22,11 +23,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use audit::{AuditFilter, AuditRow};
+pub use bulk::KeyColumn;
 pub use changes::{ChangeRow, CHANGES_PER_POLL};
 pub use refresh::{BudgetRefusal, DueToken};
 pub use sessions::{SessionRow, SESSION_AFTERLIFE_MS};
 pub use sql::Arg;
-pub use tokens::{HashColumn, KeyColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
+pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

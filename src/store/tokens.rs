@@ -4,8 +4,8 @@
 use sqlx::QueryBuilder;
 
 use super::columns::{select, table, Build, Statement, INSERT, REENCRYPT, UPDATE};
-use super::sql::{bind_all, AnyRow, PerBackend, Sql};
-use super::{with_pool, with_writer, Arg, Backend, Store, StoreError};
+use super::sql::{AnyRow, PerBackend, Sql};
+use super::{with_pool, Arg, Backend, Store, StoreError};
 
 table! {
     /// One row of `oauth_tokens`, exactly as stored. The brackets say which writes set a column
@@ -61,7 +61,7 @@ const IDS_PER_QUERY: usize = 50;
 
 /// The statements of `oauth_tokens`, per backend. Two-element arrays are [any tenant, one tenant]
 /// (see [`TenantFilter::pick`]).
-struct TokenSql {
+pub(super) struct TokenSql {
     by_id: [Sql; 2],
     by_ids: Sql,
     versions_by_ids: Sql,
@@ -77,40 +77,15 @@ struct TokenSql {
     count_by_status: Sql,
     insert: Statement<TokenRow>,
     /// Multi-row INSERTs of [`INSERT_BATCH_SIZES`] rows.
-    inserts: [Statement<TokenRow>; 3],
+    pub(super) inserts: [Statement<TokenRow>; 3],
     update: Statement<TokenRow>,
-    reencrypt: Statement<TokenRow>,
+    pub(super) reencrypt: Statement<TokenRow>,
 }
 
 static TOKEN_SQL: PerBackend<TokenSql> = PerBackend::new(TokenSql::build);
 
 /// The sizes of the multi-row INSERTs of `insert_tokens` (a few distinct statements only).
-const INSERT_BATCH_SIZES: [usize; 3] = [50, 10, 1];
-
-/// A column an import asks "is this value stored already?" about (`existing_values`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyColumn {
-    Id,
-    UserName,
-    RefreshHash,
-    AccessHash,
-    GrantHash,
-}
-
-impl KeyColumn {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Id => "id",
-            Self::UserName => "user_name",
-            Self::RefreshHash => "refresh_token_hash",
-            Self::AccessHash => "access_token_hash",
-            Self::GrantHash => "grant_token_hash",
-        }
-    }
-}
-
-/// Values asked about per query.
-const VALUES_PER_QUERY: usize = 500;
+pub(super) const INSERT_BATCH_SIZES: [usize; 3] = [50, 10, 1];
 
 impl TokenSql {
     fn build(b: Backend) -> Self {
@@ -218,7 +193,7 @@ pub struct ListFilter {
 }
 
 impl Store {
-    fn token_sql(&self) -> &'static TokenSql {
+    pub(super) fn token_sql(&self) -> &'static TokenSql {
         TOKEN_SQL.get(self.backend())
     }
 
@@ -301,71 +276,6 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Inserts new rows with multi-row INSERTs, in one transaction: all or none.
-    /// [`StoreError::Conflict`] if any id or (tenant, provider, user) is taken.
-    pub async fn insert_tokens(&self, rows: Vec<TokenRow>) -> Result<(), StoreError> {
-        let statements = &self.token_sql().inserts;
-        let mut rows: Vec<TokenRow> = rows
-            .into_iter()
-            .map(|mut row| {
-                row.version = rand::random::<i64>() >> 2;
-                row
-            })
-            .collect();
-        with_writer!(self, p => {
-            let mut tx = p.begin().await?;
-            while !rows.is_empty() {
-                let (statement, size) = statements
-                    .iter()
-                    .zip(INSERT_BATCH_SIZES)
-                    .find(|&(_, n)| rows.len() >= n)
-                    .expect("1 always fits");
-                let chunk: Vec<TokenRow> = rows.drain(..size).collect();
-                let args = statement.args_rows(chunk.into_iter());
-                bind_all!(sqlx::query(statement.sql().as_str()), args)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Which of `values` are stored in `column`, among the tokens of `tenant` (all tenants when
-    /// `None`).
-    pub async fn existing_values(
-        &self,
-        column: KeyColumn,
-        tenant: Option<&str>,
-        values: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let name = column.name();
-        let selected = match self.backend() {
-            // Binary-collated text comes back BINARY on MySQL, which sqlx will not decode as text.
-            Backend::MySql => {
-                format!("SELECT CAST({name} AS CHAR) FROM oauth_tokens WHERE {name} IN (")
-            }
-            _ => format!("SELECT {name} FROM oauth_tokens WHERE {name} IN ("),
-        };
-        let mut found = std::collections::HashSet::new();
-        for chunk in values.chunks(VALUES_PER_QUERY) {
-            let rows: Vec<(String,)> = with_pool!(self, p => {
-                let mut q = sqlx::QueryBuilder::new(selected.as_str());
-                let mut list = q.separated(", ");
-                for v in chunk {
-                    list.push_bind(v.as_str());
-                }
-                q.push(")");
-                if let Some(t) = tenant {
-                    q.push(" AND tenant = ").push_bind(t);
-                }
-                q.build_query_as::<(String,)>().fetch_all(p).await?
-            });
-            found.extend(rows.into_iter().map(|(v,)| v));
-        }
-        Ok(found)
-    }
-
     /// Overwrites every stored field of the row with this id. Returns false if it is gone.
     pub async fn update_token(&self, row: TokenRow) -> Result<bool, StoreError> {
         let update = &self.token_sql().update;
@@ -388,28 +298,6 @@ impl Store {
         let reencrypt = &self.token_sql().reencrypt;
         let args = reencrypt.args(row, [read_key_id.into(), read_updated_at.into()]);
         Ok(self.execute(reencrypt.sql(), args).await? == 1)
-    }
-
-    /// [`reencrypt_token`](Self::reencrypt_token) for a page of rows, in one transaction (one
-    /// commit instead of one per row). Per row: whether it was written.
-    pub async fn reencrypt_tokens(
-        &self,
-        rows: Vec<(TokenRow, String, i64)>,
-    ) -> Result<Vec<bool>, StoreError> {
-        let reencrypt = &self.token_sql().reencrypt;
-        let mut written = Vec::with_capacity(rows.len());
-        with_writer!(self, p => {
-            let mut tx = p.begin().await?;
-            for (row, read_key_id, read_updated_at) in rows {
-                let args = reencrypt.args(row, [read_key_id.into(), read_updated_at.into()]);
-                let done = bind_all!(sqlx::query(reencrypt.sql().as_str()), args)
-                    .execute(&mut *tx)
-                    .await?;
-                written.push(done.rows_affected() == 1);
-            }
-            tx.commit().await?;
-        });
-        Ok(written)
     }
 
     pub async fn delete_token(&self, id: &str, tenants: &TenantFilter) -> Result<bool, StoreError> {
