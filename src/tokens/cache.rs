@@ -1,7 +1,14 @@
 //! Decrypted tokens in memory for the access-token hot path.
 //!
-//! An entry lives for about the configured time to live (jittered, so entries filled together do
-//! not expire together). Past half of it, the next read is still answered from memory and queues
+//! While the change feed is being read (`changes.rs` calls [`AccessCache::mark_fed`] after
+//! each poll), every write made through any replica drops the copies it touches within a poll
+//! interval, so a copy stays good for as long as it is in memory: it is neither re-checked nor
+//! expired by age, and a million tokens read at random stay cached however seldom each comes
+//! round. The time to live below only applies once the feed has not been read for a time to
+//! live, and so bounds how stale a copy can be while the feed is down.
+//!
+//! Without the feed, an entry lives for about the configured time to live (jittered, so
+//! entries filled together do not expire together). Past half of it, the next read is still answered from memory and queues
 //! the token for a re-check; queued tokens are checked in batches, one query for many tokens,
 //! and only the row's `version` is read: an unchanged token gets a new lease of life, a changed
 //! one is read again whole. A token in steady use is never waited on, the database sees a few
@@ -55,6 +62,11 @@ pub struct AccessCache {
     fill_or_forget: Mutex<()>,
     /// Tokens queued for a re-read.
     reloads: Mutex<Vec<String>>,
+    /// When the cache was made: instants below are stored as milliseconds since.
+    born: Instant,
+    /// When the last good read of the change feed started, in ms since `born` plus one (0:
+    /// never). Every change committed before then has been applied.
+    fed_at: AtomicU64,
 }
 
 impl AccessCache {
@@ -68,6 +80,22 @@ impl AccessCache {
             all_written: AtomicU64::new(0),
             fill_or_forget: Mutex::new(()),
             reloads: Mutex::new(Vec::new()),
+            born: Instant::now(),
+            fed_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a good read of the change feed that started at `started`.
+    pub fn mark_fed(&self, started: Instant) {
+        let ms = started.saturating_duration_since(self.born).as_millis() as u64 + 1;
+        self.fed_at.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// Whether the change feed was read within the time to live: copies then need no re-check.
+    fn fed(&self, now: Instant) -> bool {
+        match self.fed_at.load(Ordering::Acquire) {
+            0 => false,
+            at => self.born + Duration::from_millis(at - 1) + self.ttl > now,
         }
     }
 
@@ -76,6 +104,9 @@ impl AccessCache {
             return Lookup::Missing;
         };
         let now = Instant::now();
+        if self.fed(now) {
+            return Lookup::Hit(entry.token.clone());
+        }
         if now >= entry.expires_at {
             self.entries.remove(id);
             return Lookup::Missing;
@@ -94,9 +125,10 @@ impl AccessCache {
 
     /// The cached copy, if any, without queueing a re-read.
     pub fn peek(&self, id: &str) -> Option<Arc<Token>> {
+        let now = Instant::now();
         self.entries
             .get(id)
-            .filter(|e| Instant::now() < e.expires_at)
+            .filter(|e| self.fed(now) || now < e.expires_at)
             .map(|e| e.token.clone())
     }
 
@@ -234,6 +266,25 @@ mod tests {
             matches!(cache.lookup("a"), Lookup::Missing),
             "gone after its ttl"
         );
+    }
+
+    #[test]
+    fn while_the_change_feed_is_read_copies_outlive_the_ttl_and_after_it_stops_they_expire() {
+        let cache = AccessCache::new(Duration::from_millis(100), 100_000);
+        cache.fill(token("a"), None, cache.generation());
+        cache.mark_fed(Instant::now());
+        std::thread::sleep(Duration::from_millis(60));
+        cache.mark_fed(Instant::now());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            matches!(cache.lookup("a"), Lookup::Hit(_)),
+            "past its ttl, no re-check queued"
+        );
+        assert!(cache.take_reloads().is_empty());
+        assert!(cache.peek("a").is_some());
+        // The feed stops: a time to live after its last read, the copy is gone.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(cache.lookup("a"), Lookup::Missing));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use super::TokenService;
-use crate::store::ChangeRow;
+use crate::store::{ChangeRow, CHANGES_PER_POLL};
 
 /// How long a hole in the numbers is waited for before it is stepped over.
 const HOLE_PATIENCE: Duration = Duration::from_secs(1);
@@ -99,14 +99,20 @@ impl TokenService {
             let mut failing = false;
             loop {
                 tick.tick().await;
+                let started = Instant::now();
                 match tokens.store.changes_since(position.watermark()).await {
                     Ok(rows) => {
                         failing = false;
+                        // A full page means more to read: not caught up yet.
+                        let caught_up = (rows.len() as i64) < CHANGES_PER_POLL;
                         for change in position.take(rows, Instant::now()) {
                             match change.token_id {
                                 Some(id) => tokens.forget(&id),
                                 None => tokens.forget_all(),
                             }
+                        }
+                        if caught_up {
+                            tokens.mark_fed(started);
                         }
                     }
                     // Logged once per outage, not every poll.

@@ -141,10 +141,10 @@ impl TokenService {
         self
     }
 
-    /// find_token_by_id for the hot path: from memory when this broker read or wrote the token
-    /// within the cache's time to live, else from the database. Every write through this
-    /// service drops the cached copy; a copy in steady use is re-read in the background before
-    /// it expires (see [`cache`]).
+    /// find_token_by_id for the hot path: from memory when this broker holds a copy, else from
+    /// the database. Every write through this service or (via the change feed) another replica
+    /// drops the cached copy; while the feed cannot be read, a copy in steady use is re-read in
+    /// the background before it expires (see [`cache`]).
     pub async fn get_cached(&self, tenancy: &Tenancy, id: &TokenId) -> Result<Arc<Token>> {
         let Some(cache) = &self.cache else {
             return Ok(Arc::new(self.get(tenancy, id).await?));
@@ -249,6 +249,13 @@ impl TokenService {
             let generation = cache.generation();
             // The row's new version is the database's: the first re-check reads the row again.
             cache.fill(token, None, generation);
+        }
+    }
+
+    /// Records a good read of the change feed that started at `started` (see [`cache`]).
+    fn mark_fed(&self, started: std::time::Instant) {
+        if let Some(cache) = &self.cache {
+            cache.mark_fed(started);
         }
     }
 

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::client::ApiClient;
 use crate::fake_provider::{grant, with_fake, FakeProvider};
-use crate::helpers::{now_ms, spawn_app_with, Backend, TestApp};
+use crate::helpers::{now_ms, spawn_app, spawn_app_with, Backend, TestApp};
+use crate::processes::BrokerCli;
 
 crate::on_every_backend!(
+    three_broker_processes_agree_within_the_change_poll,
     three_replicas_agree_within_the_change_poll_not_the_cache_ttl,
     a_replicas_own_writes_show_at_once,
     another_replicas_changes_show_within_the_cache_ttl,
@@ -53,6 +56,94 @@ async fn access_token(app: &TestApp, id: &str) -> Result<String, StatusCode> {
     }
     let body: Value = r.json().await.unwrap();
     Ok(body["access_token"].as_str().unwrap().to_owned())
+}
+
+/// Polls a broker until its hot path answers `want` for `id`; returns how long that took.
+async fn until_broker_answers(
+    api: &ApiClient,
+    jwt: &str,
+    id: &str,
+    want: Result<&str, StatusCode>,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = api.access_token(jwt, id, "").await;
+        let got = match r.status() {
+            StatusCode::OK => Ok(r.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()),
+            status => Err(status),
+        };
+        if got.as_deref().map_err(|s| *s) == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Three `token-broker serve` processes on one database, each caching tokens for a minute: a
+/// save, a revoke and a delete through one are answered by the other two within a fraction
+/// of a second (the change feed is read every 50 ms), not after the cache's minute.
+async fn three_broker_processes_agree_within_the_change_poll(backend: Backend) {
+    const BOUND: Duration = Duration::from_millis(500);
+    let app = spawn_app(backend).await;
+    let cli = BrokerCli::for_app(&app);
+    let env = [
+        ("TOKEN_BROKER__TOKENS__ACCESS_CACHE_TTL_MS", "60000"),
+        ("TOKEN_BROKER__TOKENS__CHANGE_POLL_MS", "50"),
+        ("TOKEN_BROKER__OAUTH__BACKGROUND__ENABLED", "false"),
+    ];
+    let brokers = [
+        cli.serve(&env).await,
+        cli.serve(&env).await,
+        cli.serve(&env).await,
+    ];
+    let [a, b, c] = brokers.each_ref().map(|p| &**p);
+    let (admin, caller) = (app.admin(), app.jwt("tokens:access"));
+    let far = now_ms() + 3_600_000;
+    let r = a
+        .save(
+            &admin,
+            &json!({ "user_name": "alice@example.com", "refresh_token": "rt-1",
+                                "access_token": "at-1", "expiry_time": far }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for broker in [a, b, c] {
+        until_broker_answers(broker, &caller, &id, Ok("at-1")).await;
+    }
+    let mut seen = Vec::new();
+
+    let r = b
+        .save(&admin, &json!({ "id": id, "access_token": "at-2" }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for broker in [a, c] {
+        seen.push(until_broker_answers(broker, &caller, &id, Ok("at-2")).await);
+    }
+    let r = c
+        .save(&admin, &json!({ "id": id, "status": "revoked" }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for broker in [a, b] {
+        seen.push(until_broker_answers(broker, &caller, &id, Err(StatusCode::CONFLICT)).await);
+    }
+    assert_eq!(a.delete_token(&admin, &id).await.status(), 204);
+    for broker in [b, c] {
+        seen.push(until_broker_answers(broker, &caller, &id, Err(StatusCode::NOT_FOUND)).await);
+    }
+    eprintln!("broker processes saw the change after {seen:?}");
+    assert!(seen.iter().all(|d| *d < BOUND), "{seen:?}");
+    app.stop().await;
 }
 
 async fn save(app: &TestApp, body: Value) {
