@@ -51,6 +51,7 @@ pub enum Action {
     CreateConnectSession,
     GetConnectSession,
     OpenConnectLink,
+    Proxy,
 }
 
 impl Action {
@@ -72,6 +73,7 @@ impl Action {
             Self::CreateConnectSession => "create_connect_session",
             Self::GetConnectSession => "get_connect_session",
             Self::OpenConnectLink => "open_connect_link",
+            Self::Proxy => "proxy",
         }
     }
 }
@@ -144,6 +146,11 @@ pub fn note_token_tenant(tenant: Option<&str>) {
 /// Adds a short remark (e.g. "secrets revealed").
 pub fn note_detail(detail: &'static str) {
     let _ = NOTE.try_with(|n| n.borrow_mut().detail = Some(detail.to_owned()));
+}
+
+/// Adds a remark built at run time (say what it holds: never a secret, never a request body).
+pub fn note_text(detail: String) {
+    let _ = NOTE.try_with(|n| n.borrow_mut().detail = Some(detail));
 }
 
 /// Why the call was refused before a caller was known (a bounded set of sentences: they come

@@ -29,6 +29,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub audit: AuditSettings,
     pub oauth: OAuthSettings,
+    pub proxy: ProxySettings,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
 }
@@ -168,6 +169,23 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub filter: String,
+}
+
+/// `/v1/proxy`: calls to a provider's API made with a stored token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// How long the provider's API may take to answer (its status and headers), and the
+    /// longest pause while its body streams.
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Largest request body sent on (413 beyond).
+    pub max_request_bytes: u64,
+    /// Largest answer body passed back (the answer is cut off beyond).
+    pub max_response_bytes: u64,
+    /// A request body up to this size is held, so the call can be sent again after a refresh
+    /// when the API says the access token is invalid; a larger one streams through unheld.
+    pub replay_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -50,6 +50,10 @@ pub enum ErrorCode {
     ProviderUnavailable,
     ProviderRateLimited,
     RefreshBudgetExhausted,
+    // The provider's API, through the proxy.
+    UpstreamNotAllowed,
+    UpstreamUnavailable,
+    UpstreamTimeout,
     // The broker itself.
     /// Too many requests of one kind from one caller (login starts).
     RateLimited,
@@ -94,6 +98,9 @@ impl ErrorCode {
             Self::ProviderUnavailable => (S::SERVICE_UNAVAILABLE, "provider_unavailable", "the OAuth provider is unavailable and no stored access token is valid long enough"),
             Self::ProviderRateLimited => (S::TOO_MANY_REQUESTS, "provider_rate_limited", "the OAuth provider is rate limiting this client; the broker backs off until Retry-After"),
             Self::RefreshBudgetExhausted => (S::TOO_MANY_REQUESTS, "refresh_budget_exhausted", "this token was refreshed too often recently; the provider would lock the client out"),
+            Self::UpstreamNotAllowed => (S::FORBIDDEN, "upstream_not_allowed", "the token's api_domain is not an API its provider allows"),
+            Self::UpstreamUnavailable => (S::BAD_GATEWAY, "upstream_unavailable", "the provider's API could not be reached"),
+            Self::UpstreamTimeout => (S::GATEWAY_TIMEOUT, "upstream_timeout", "the provider's API did not answer in time"),
             Self::RateLimited => (S::TOO_MANY_REQUESTS, "rate_limited", "too many requests of this kind from this caller; try again after Retry-After"),
             Self::CallerKeysUnavailable => (S::SERVICE_UNAVAILABLE, "caller_keys_unavailable", "the keys caller JWTs are checked with could not be fetched; try again shortly"),
             Self::DatabaseUnavailable => (S::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable; try again shortly"),
@@ -166,6 +173,9 @@ pub enum Error {
     /// The caller keys (`auth.jwks_url`) could not be fetched (503).
     #[error("{}", ErrorCode::CallerKeysUnavailable.text())]
     CallerKeysUnavailable,
+    /// The provider's API could not be called through the proxy (403, 502, 504: the code's).
+    #[error("{message}")]
+    Upstream { code: ErrorCode, message: String },
     /// The provider refused a request for a reason retrying will not fix (502).
     #[error("{0}")]
     Provider(String),
@@ -192,7 +202,7 @@ impl Error {
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::NotFound => ErrorCode::NotFound,
             Error::InvalidField(_) => ErrorCode::InvalidField,
-            Error::BadRequest { code, .. } => *code,
+            Error::BadRequest { code, .. } | Error::Upstream { code, .. } => *code,
             Error::Conflict(_) | Error::Store(StoreError::Conflict) => ErrorCode::Conflict,
             Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Error::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -217,7 +227,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::ErrorCode::{self, *};
 
-    const ALL: [ErrorCode; 32] = [
+    const ALL: [ErrorCode; 35] = [
         Unauthorized,
         Forbidden,
         NotFound,
@@ -246,6 +256,9 @@ mod tests {
         ProviderUnavailable,
         ProviderRateLimited,
         RefreshBudgetExhausted,
+        UpstreamNotAllowed,
+        UpstreamUnavailable,
+        UpstreamTimeout,
         RateLimited,
         CallerKeysUnavailable,
         DatabaseUnavailable,

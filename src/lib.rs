@@ -15,6 +15,7 @@ pub mod import;
 pub mod jwks;
 pub mod metrics;
 pub mod oauth;
+pub mod proxy;
 pub mod server;
 pub mod startup;
 pub mod store;

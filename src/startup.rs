@@ -194,7 +194,9 @@ impl Application {
             )
         });
         crate::metrics::handle();
+        let proxy = crate::proxy::Proxy::new(oauth.clone(), settings.proxy.clone());
         let state = AppState::new(Services {
+            proxy,
             tokens,
             oauth,
             verifier: Arc::new(verifier),

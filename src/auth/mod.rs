@@ -27,6 +27,8 @@ pub enum Scope {
     Secrets,
     /// Delete all tokens.
     Admin,
+    /// Call the provider's API with a token through `/v1/proxy` (the token itself never shown).
+    Proxy,
 }
 
 impl Scope {
@@ -37,6 +39,7 @@ impl Scope {
             Self::Write => "tokens:write",
             Self::Secrets => "tokens:secrets",
             Self::Admin => "tokens:admin",
+            Self::Proxy => "tokens:proxy",
         }
     }
 
@@ -47,6 +50,7 @@ impl Scope {
             Self::Write,
             Self::Secrets,
             Self::Admin,
+            Self::Proxy,
         ]
         .into_iter()
         .find(|scope| scope.as_str() == s)

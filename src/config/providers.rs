@@ -27,6 +27,19 @@ pub const ZOHO_DATA_CENTERS: [(&str, &str); 8] = [
     ("zoho-sa", "https://accounts.zoho.sa"),
 ];
 
+/// The API domains of each Zoho data center (its `api_domain`s: production, sandbox, developer
+/// edition), the upstreams `/v1/proxy` may send a Zoho token to.
+pub const ZOHO_API_DOMAINS: [(&str, &str); 8] = [
+    ("zoho-us", "zohoapis.com"),
+    ("zoho-eu", "zohoapis.eu"),
+    ("zoho-in", "zohoapis.in"),
+    ("zoho-au", "zohoapis.com.au"),
+    ("zoho-cn", "zohoapis.com.cn"),
+    ("zoho-jp", "zohoapis.jp"),
+    ("zoho-ca", "zohoapis.ca"),
+    ("zoho-sa", "zohoapis.sa"),
+];
+
 /// One `[providers.<key>]` table as written: a Zoho data center (built in, credentials
 /// optional, `kind` may be left out) or a generic OAuth 2.0 provider (`kind = "oauth2"`).
 /// `Settings::provider_configs` turns it into a [`ProviderConfig`].
@@ -69,6 +82,11 @@ pub struct ProviderSettings {
     /// `profile` and `offline_access` for `oidc`).
     #[serde(default)]
     pub allowed_scopes: Vec<String>,
+    /// The API base URLs `/v1/proxy` may send this provider's tokens to (scheme, host, port and
+    /// an optional path). A token's `api_domain` picks one of them by origin; a token with none
+    /// uses the first. Zoho presets: their data center's API domains; others: none (no proxy).
+    #[serde(default)]
+    pub api_base_urls: Vec<String>,
 }
 
 /// How the client authenticates at the token and revocation endpoints (`auth_method`).
@@ -100,6 +118,8 @@ pub struct ClientConfig {
     pub revoke_replaced: bool,
     /// The scopes a login may ask for.
     pub allowed_scopes: Vec<String>,
+    /// Where `/v1/proxy` may send this provider's tokens.
+    pub api_base_urls: Vec<Url>,
 }
 
 /// At most `max` refreshes per refresh credential per `window_ms`.
@@ -212,10 +232,23 @@ fn zoho(
                 budget: Some(ZOHO_BUDGET),
                 revoke_replaced: true,
                 scopes: &[],
+                api_base_urls: zoho_api_bases(key),
             },
         )?,
         kind: KindConfig::Zoho { accounts_url },
     })
+}
+
+/// A Zoho data center's API domains, for a built-in key (none for another `kind = "zoho"`).
+fn zoho_api_bases(key: &str) -> Vec<Url> {
+    ZOHO_API_DOMAINS
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .flat_map(|(_, domain)| {
+            ["www", "sandbox", "developer"]
+                .map(|host| Url::parse(&format!("https://{host}.{domain}")).expect("a preset URL"))
+        })
+        .collect()
 }
 
 /// `kind = "oidc"`: the issuer is all it needs.
@@ -250,6 +283,7 @@ fn oidc(key: &str, s: &ProviderSettings) -> Result<ProviderConfig, ConfigError> 
             budget: None,
             revoke_replaced: false,
             scopes: &["openid", "email", "profile", "offline_access"],
+            api_base_urls: Vec::new(),
         },
     )?;
     for scope in ["openid", "email", "profile", "offline_access"] {
@@ -315,6 +349,7 @@ fn oauth2(key: &str, s: &ProviderSettings) -> Result<ProviderConfig, ConfigError
                 budget: None,
                 revoke_replaced: false,
                 scopes: &[],
+                api_base_urls: Vec::new(),
             },
         )?,
         kind: KindConfig::OAuth2 {
@@ -337,6 +372,7 @@ struct Defaults {
     budget: Option<RefreshBudget>,
     revoke_replaced: bool,
     scopes: &'static [&'static str],
+    api_base_urls: Vec<Url>,
 }
 
 /// The settings every kind shares; an empty string counts as not set (an unset env variable
@@ -393,7 +429,25 @@ fn client(name: &str, s: &ProviderSettings, d: Defaults) -> Result<ClientConfig,
             "{name}.scopes: `{bad}` is not a scope (no spaces)"
         )));
     }
+    let api_base_urls = if s.api_base_urls.is_empty() {
+        d.api_base_urls
+    } else {
+        let field = format!("{name}.api_base_urls");
+        s.api_base_urls
+            .iter()
+            .map(|u| {
+                let url = parse_url(&field, u)?;
+                if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                    return Err(ConfigError(format!(
+                        "{field}: `{u}` must be a scheme, host, port and path only"
+                    )));
+                }
+                Ok(url)
+            })
+            .collect::<Result<_, _>>()?
+    };
     Ok(ClientConfig {
+        api_base_urls,
         display_name: s
             .display_name
             .clone()

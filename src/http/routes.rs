@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::state::AppState;
-use super::{audit, connect, health, metrics, oauth, tokens};
+use super::{audit, connect, health, metrics, oauth, proxy, tokens};
 use crate::audit::Action;
 
 /// The documented routes: each is registered from its `#[utoipa::path]`, so the OpenAPI document
@@ -36,6 +36,7 @@ pub fn api() -> (Router<AppState>, Document, RouteTable) {
         .audited(Action::GetConnectSession, routes!(connect::get))
         .audited(Action::OpenConnectLink, routes!(connect::open))
         .audited(Action::LoginCallback, routes!(connect::callback))
+        .audited(Action::Proxy, routes!(proxy::forward))
         // Reading the trail would fill it with its own reads.
         .unaudited(routes!(audit::list))
         // Operations endpoints: polled by machines, no caller, no token.
@@ -93,7 +94,8 @@ impl Registry {
         self.add(Audit::Skip, route)
     }
 
-    /// Registers one operation (one handler per `routes!`: each has its own declaration).
+    /// Registers one handler (one per `routes!`: each has its own declaration; only a handler
+    /// of several methods on one path, the proxy, makes more than one operation).
     fn add(mut self, audit: Audit, route: UtoipaMethodRouter<AppState>) -> Self {
         let operations: Vec<(&String, Method)> = route
             .1
@@ -102,16 +104,18 @@ impl Registry {
             .flat_map(|(path, item)| operations(item).map(move |(m, _)| (path, m)))
             .collect();
         assert_eq!(
-            operations.len(),
+            route.1.paths.len(),
             1,
             "register one handler at a time, each with its own audit declaration: {operations:?}"
         );
         for (path, method) in operations {
-            self.table
-                .0
-                .entry(path.clone())
-                .or_default()
-                .push((method, audit));
+            // As axum matches it (`{*rest}`) and as the document names it (`{rest}`).
+            for key in [path.clone(), documented(path)] {
+                let methods = self.table.0.entry(key).or_default();
+                if !methods.iter().any(|(m, _)| *m == method) {
+                    methods.push((method.clone(), audit));
+                }
+            }
         }
         self.router = self.router.routes(route);
         self
@@ -119,9 +123,18 @@ impl Registry {
 
     fn finish(self) -> (Router<AppState>, Document, RouteTable) {
         let (router, mut doc) = self.router.split_for_parts();
+        doc.paths.paths = std::mem::take(&mut doc.paths.paths)
+            .into_iter()
+            .map(|(path, item)| (documented(&path), item))
+            .collect();
         ContractAnswers.modify(&mut doc);
         (router, doc, self.table)
     }
+}
+
+/// A route as OpenAPI writes it: axum's catch-all `{*rest}` is the parameter `{rest}`.
+fn documented(path: &str) -> String {
+    path.replace("{*", "{")
 }
 
 /// The operations of a path item, with their methods.
@@ -168,6 +181,7 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         (name = "oauth", description = "Code exchange and the browser login"),
         (name = "operations", description = "Health, metrics, audit"),
         (name = "connect", description = "Connect sessions: the login a person finishes in their browser"),
+        (name = "proxy", description = "Calls to a provider's API made with a stored token: the caller never holds it"),
     )
 )]
 struct ApiDoc;
@@ -298,7 +312,8 @@ mod tests {
     #[test]
     fn every_v1_call_but_reading_the_trail_is_audited_under_its_own_action() {
         let (_, doc, table) = api();
-        let mut actions = std::collections::HashSet::new();
+        // Each action names one route (the proxy's one route takes several methods).
+        let mut actions = std::collections::HashMap::new();
         for (method, path, _) in every_operation(&doc) {
             let audit = table.audit(&method, &path);
             match audit {
@@ -308,7 +323,8 @@ mod tests {
                         path.starts_with("/v1/") || path.starts_with("/connect/"),
                         "{method} {path}"
                     );
-                    assert!(actions.insert(action), "{action:?} is declared twice");
+                    let first = actions.entry(action).or_insert_with(|| path.clone());
+                    assert_eq!(*first, path, "{action:?} is declared twice");
                 }
                 _ => assert!(
                     !path.starts_with("/v1/") || path == "/v1/audit",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::auth::Verifier;
 use crate::oauth::OAuthService;
+use crate::proxy::Proxy;
 use crate::tokens::TokenService;
 
 /// What every handler can reach. One `Arc`: axum clones the state for every request.
@@ -15,6 +16,8 @@ pub struct AppState(Arc<Services>);
 pub struct Services {
     pub tokens: TokenService,
     pub oauth: OAuthService,
+    /// Calls to providers' APIs with stored tokens (`/v1/proxy`).
+    pub proxy: Proxy,
     pub verifier: Arc<Verifier>,
     pub audit: AuditLog,
 }

@@ -36,6 +36,11 @@ impl Call {
     pub fn header(self, name: &str, value: &str) -> Self {
         Self(self.0.header(name, value))
     }
+
+    /// Sets the body (raw bytes, or a stream).
+    pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
+        Self(self.0.body(body))
+    }
 }
 
 impl IntoFuture for Call {
@@ -170,6 +175,15 @@ impl ApiClient {
         Call(
             self.http
                 .get(self.url(&format!("/v1/tokens/{id}/access-token{query}")))
+                .bearer_auth(jwt),
+        )
+    }
+
+    /// A call to the token's API through the broker: `{method} /v1/proxy/{id}/{rest}`.
+    pub fn proxy(&self, jwt: &str, method: reqwest::Method, id: &str, rest: &str) -> Call {
+        Call(
+            self.http
+                .request(method, self.url(&format!("/v1/proxy/{id}/{rest}")))
                 .bearer_auth(jwt),
         )
     }

@@ -42,6 +42,7 @@ mod oauth_revoke;
 mod observability;
 mod openapi;
 mod processes;
+mod proxy;
 mod refresh_limits;
 mod replicas;
 mod schema_fuzz;

@@ -86,4 +86,15 @@ pub(super) trait Dialect: std::fmt::Debug + Send + Sync {
     fn identity(&self) -> IdentitySource {
         IdentitySource::None
     }
+
+    /// The `Authorization` scheme API calls carry the access token in (RFC 6750: `Bearer`).
+    fn api_auth_scheme(&self) -> &'static str {
+        "Bearer"
+    }
+
+    /// Whether an API's 401 says the access token is no longer valid (so a refresh may fix
+    /// it). RFC 6750 §3.1: `WWW-Authenticate: Bearer error="invalid_token"`.
+    fn says_token_invalid(&self, www_authenticate: Option<&str>, _body: &[u8]) -> bool {
+        www_authenticate.is_some_and(|h| h.contains("invalid_token"))
+    }
 }

@@ -46,6 +46,8 @@ pub struct Provider {
     pub require_identity_match: bool,
     /// Revoke the refresh token a new login for the same user replaces.
     pub revoke_replaced: bool,
+    /// Where `/v1/proxy` may send this provider's tokens.
+    pub api_base_urls: Vec<Url>,
     endpoints: EndpointSource,
     dialect: Box<dyn Dialect>,
 }
@@ -110,6 +112,7 @@ impl Provider {
             refresh_budget: client.refresh_budget,
             require_identity_match: client.require_identity_match,
             revoke_replaced: client.revoke_replaced,
+            api_base_urls: client.api_base_urls,
             endpoints,
             dialect,
         }
@@ -147,6 +150,17 @@ impl Provider {
     /// Whether a login callback or an exchange may name an accounts server for this provider.
     pub fn takes_accounts_server(&self) -> bool {
         self.dialect.accounts_server().is_some()
+    }
+
+    /// The `Authorization` header value that presents `access_token` to this provider's APIs.
+    pub fn api_authorization(&self, access_token: &str) -> String {
+        format!("{} {access_token}", self.dialect.api_auth_scheme())
+    }
+
+    /// Whether an API's 401 (its `WWW-Authenticate` and the start of its body) says the access
+    /// token is invalid.
+    pub fn says_token_invalid(&self, www_authenticate: Option<&str>, body: &[u8]) -> bool {
+        self.dialect.says_token_invalid(www_authenticate, body)
     }
 
     pub(super) fn token_request(

@@ -39,6 +39,16 @@ pub(super) fn build(accounts: Url) -> (Endpoints, Box<dyn Dialect>) {
 }
 
 impl Dialect for Zoho {
+    fn api_auth_scheme(&self) -> &'static str {
+        "Zoho-oauthtoken"
+    }
+
+    fn says_token_invalid(&self, www_authenticate: Option<&str>, body: &[u8]) -> bool {
+        // Zoho's APIs answer `{"code":"INVALID_TOKEN","message":"invalid oauth token",…}`.
+        let says = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        says(b"INVALID_TOKEN") || www_authenticate.is_some_and(|h| h.contains("invalid_token"))
+    }
+
     fn identity(&self) -> IdentitySource {
         // `GET /oauth/user/info` answers {ZUID, Email, Display_Name, …} for the access token
         // (with the AaaServer.profile.Read scope).
