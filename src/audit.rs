@@ -52,6 +52,8 @@ pub enum Action {
     GetConnectSession,
     OpenConnectLink,
     Proxy,
+    ListWebhookEvents,
+    RetryWebhookEvent,
 }
 
 impl Action {
@@ -74,6 +76,8 @@ impl Action {
             Self::GetConnectSession => "get_connect_session",
             Self::OpenConnectLink => "open_connect_link",
             Self::Proxy => "proxy",
+            Self::ListWebhookEvents => "list_webhook_events",
+            Self::RetryWebhookEvent => "retry_webhook_event",
         }
     }
 }

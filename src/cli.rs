@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Webhook endpoints.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Print the OpenAPI document (as served at /openapi.json).
     Openapi,
     /// Import the Zoho SDKs' token stores (idempotent).
@@ -83,6 +88,12 @@ enum KeysCommand {
     Generate,
     /// Re-encrypt every token under crypto.active_key_id (safe while the service runs).
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Print a fresh endpoint secret (whsec_…, 32 random bytes) for webhooks.endpoints.<name>.secret.
+    Secret,
 }
 
 #[derive(Subcommand)]
@@ -263,6 +274,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => return ops::rotate_keys(&settings).await,
+        Command::Webhooks {
+            command: WebhooksCommand::Secret,
+        } => println!("{}", crate::webhooks::SigningKey::generate()),
         Command::Import { .. } | Command::Openapi => unreachable!("handled above"),
     }
     Ok(0)

@@ -21,5 +21,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod webhooks;
 
 pub use startup::Application;

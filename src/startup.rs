@@ -116,6 +116,7 @@ pub struct Application {
     tls: Option<tokio_rustls::TlsAcceptor>,
     audit_retention: Option<tokio::task::JoinHandle<()>>,
     change_feed: Option<tokio::task::JoinHandle<()>>,
+    webhook_delivery: Option<tokio::task::JoinHandle<()>>,
     store: Store,
     background: Option<tokio::task::JoinHandle<()>>,
     use_marks: tokio::task::JoinHandle<()>,
@@ -142,6 +143,18 @@ impl Application {
                 .await
                 .context("database: migrations failed (is the database reachable?)")?;
         }
+        // Webhooks: the outbox rows each change carries, and the deliverer it wakes.
+        let outbox = Arc::new(crate::webhooks::Outbox::from_config(
+            &settings.webhooks.endpoints,
+        )?);
+        let deliverer = crate::webhooks::delivery::Deliverer::new(
+            store.clone(),
+            outbox.clone(),
+            clock.clone(),
+            settings.webhooks.clone(),
+        );
+        let webhook_events = crate::webhooks::Events::new(outbox, deliverer.waker());
+        let webhooks = webhook_events.clone();
         // The one place the registry is built; everything else asks the OAuth engine for it.
         let providers = ProviderRegistry::new(settings.provider_configs()?);
         let tokens = TokenService::new(
@@ -153,6 +166,7 @@ impl Application {
             settings.tokens.max_page_size,
         )
         .with_known_providers(providers.keys())
+        .with_webhooks(webhook_events)
         .with_access_cache(
             Duration::from_millis(settings.tokens.access_cache_ttl_ms),
             settings.tokens.access_cache_capacity,
@@ -170,9 +184,13 @@ impl Application {
             tokens.clone(),
             providers,
             client,
-            EngineSettings::from_config(oauth_settings)?,
+            EngineSettings {
+                refresh_failures_before_event: settings.webhooks.refresh_failures_before_event,
+                ..EngineSettings::from_config(oauth_settings)?
+            },
         );
         let background = background::spawn(oauth.clone(), &oauth_settings.background);
+        let webhook_delivery = deliverer.spawn();
         let change_feed = (settings.tokens.change_poll_ms > 0)
             .then(|| {
                 tokens.spawn_change_feed(Duration::from_millis(settings.tokens.change_poll_ms))
@@ -197,6 +215,7 @@ impl Application {
         let proxy = crate::proxy::Proxy::new(oauth.clone(), settings.proxy.clone());
         let state = AppState::new(Services {
             proxy,
+            webhooks,
             tokens,
             oauth,
             verifier: Arc::new(verifier),
@@ -225,6 +244,7 @@ impl Application {
             tls,
             audit_retention,
             change_feed,
+            webhook_delivery,
             store,
             background,
             use_marks,
@@ -263,6 +283,10 @@ impl Application {
             task.abort();
         }
         if let Some(task) = self.change_feed {
+            task.abort();
+        }
+        // An event being sent stays leased until the lease runs out, then is sent again.
+        if let Some(task) = self.webhook_delivery {
             task.abort();
         }
         self.use_marks.abort();

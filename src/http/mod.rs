@@ -15,6 +15,7 @@ mod proxy;
 mod routes;
 mod state;
 pub mod tokens;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::state::AppState;
-use super::{audit, connect, health, metrics, oauth, proxy, tokens};
+use super::{audit, connect, health, metrics, oauth, proxy, tokens, webhooks};
 use crate::audit::Action;
 
 /// The documented routes: each is registered from its `#[utoipa::path]`, so the OpenAPI document
@@ -37,6 +37,8 @@ pub fn api() -> (Router<AppState>, Document, RouteTable) {
         .audited(Action::OpenConnectLink, routes!(connect::open))
         .audited(Action::LoginCallback, routes!(connect::callback))
         .audited(Action::Proxy, routes!(proxy::forward))
+        .audited(Action::ListWebhookEvents, routes!(webhooks::list))
+        .audited(Action::RetryWebhookEvent, routes!(webhooks::retry))
         // Reading the trail would fill it with its own reads.
         .unaudited(routes!(audit::list))
         // Operations endpoints: polled by machines, no caller, no token.

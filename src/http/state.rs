@@ -18,6 +18,8 @@ pub struct Services {
     pub oauth: OAuthService,
     /// Calls to providers' APIs with stored tokens (`/v1/proxy`).
     pub proxy: Proxy,
+    /// The webhook outbox's deliverer, to wake (`None` without endpoints).
+    pub webhooks: Option<crate::webhooks::Events>,
     pub verifier: Arc<Verifier>,
     pub audit: AuditLog,
 }

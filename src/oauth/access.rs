@@ -255,6 +255,7 @@ impl OAuthService {
             Err(ProviderError::RateLimited { .. }) => "rate_limited",
         };
         metrics::counter!("token_refreshes_total", "provider" => provider.key.to_string(), "outcome" => outcome).increment(1);
+        self.count_refresh_outcome(&token, outcome);
         match result {
             Ok(grant) => {
                 let mut fresh = token.clone();
@@ -318,6 +319,40 @@ impl OAuthService {
                     "the provider refused the refresh ({code})"
                 )))
             }
+        }
+    }
+
+    /// Counts failed refreshes of a token in a row; the `refresh_failures_before_event`-th makes
+    /// a `token.refresh_failing` event (once per run of failures). A refresh that works, or one
+    /// the provider refuses for good (`token.needs_reauth` then), ends the run.
+    fn count_refresh_outcome(&self, token: &Token, outcome: &'static str) {
+        let threshold = self.settings().refresh_failures_before_event;
+        let failures = {
+            let mut failing = self.inner.failing.lock().expect("failure counts poisoned");
+            if matches!(outcome, "refreshed" | "needs_reauth") {
+                failing.remove(token.id.as_str());
+                return;
+            }
+            // Bounded: a provider down for every token must not grow this without end.
+            if failing.len() >= 100_000 && !failing.contains_key(token.id.as_str()) {
+                failing.clear();
+            }
+            let n = failing.entry(token.id.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        if threshold > 0 && failures == threshold {
+            let (tokens, token) = (self.tokens().clone(), token.clone());
+            let extra = serde_json::json!({ "failures": failures, "last_outcome": outcome });
+            tokio::spawn(async move {
+                tokens
+                    .report(
+                        crate::webhooks::EventKind::TokenRefreshFailing,
+                        &token,
+                        extra,
+                    )
+                    .await;
+            });
         }
     }
 

@@ -521,7 +521,7 @@ impl OAuthService {
             }
             Err(e) => return Err(e.into()),
         };
-        let (token, _) = self.tokens().save(&tenancy, partial).await?;
+        let (token, _) = self.tokens().save_connection(&tenancy, partial).await?;
         self.revoke_replaced(replaced, &token, provider.clone());
         crate::audit::note_token(token.id.as_str());
         tracing::info!(token_id = %token.id, provider = %provider.key, caller = %session.caller, refreshable = token.refresh_token.is_some(), outcome = "connected", "finished a browser login");

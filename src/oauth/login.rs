@@ -170,7 +170,7 @@ impl OAuthService {
             req.redirect_url,
         );
         let replaced = self.replaced_token(tenancy, &partial).await?;
-        let (token, _) = self.tokens().save(tenancy, partial).await?;
+        let (token, _) = self.tokens().save_connection(tenancy, partial).await?;
         self.revoke_replaced(replaced, &token, provider);
         Ok(token)
     }
@@ -315,7 +315,7 @@ impl OAuthService {
                     }
                 })?;
         }
-        self.tokens().delete(tenancy, id).await?;
+        self.tokens().delete_revoked(tenancy, id).await?;
         tracing::info!(token_id = %id, provider = %provider.key, outcome = "revoked", "revoked a token");
         Ok(())
     }

@@ -36,6 +36,8 @@ pub struct EngineSettings {
     pub return_to_origins: Vec<url::Origin>,
     /// Connect sessions one caller may create per minute (`None`: no limit).
     pub login_starts_per_minute: Option<std::num::NonZeroU32>,
+    /// Failed refreshes of a token in a row that make a `token.refresh_failing` event (0: never).
+    pub refresh_failures_before_event: u32,
 }
 
 impl EngineSettings {
@@ -52,6 +54,7 @@ impl EngineSettings {
             default_min_validity_ms: (s.default_min_validity_secs * 1000) as i64,
             return_to_origins,
             login_starts_per_minute: std::num::NonZeroU32::new(s.login_starts_per_minute),
+            refresh_failures_before_event: 3,
         })
     }
 }
@@ -72,6 +75,8 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Connect sessions created, per caller (tenant and `sub`), against the per-minute limit.
     login_starts: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Failed refreshes in a row, per token (see [`OAuthService::count_refresh_outcome`]).
+    failing: Mutex<HashMap<String, u32>>,
 }
 
 impl OAuthService {
@@ -91,6 +96,7 @@ impl OAuthService {
                     .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
                 settings,
                 locks: Mutex::new(HashMap::new()),
+                failing: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -14,6 +14,7 @@ mod refresh;
 mod sessions;
 mod sql;
 mod tokens;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use refresh::{BudgetRefusal, DueToken};
 pub use sessions::{SessionRow, SESSION_AFTERLIFE_MS};
 pub use sql::Arg;
 pub use tokens::{HashColumn, ListFilter, TenantFilter, TokenRow, TokenVersion};
+pub use webhooks::{EventFilter, WebhookRow, DELIVERED, FAILED, PENDING};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 
 use super::columns::{select, table, Build, Statement, COMMIT, INSERT};
 use super::sql::{PerBackend, Sql};
-use super::{with_writer, Backend, Store, StoreError, TokenRow};
+use super::{with_writer, Backend, Store, StoreError, TokenRow, WebhookRow};
 
 /// Why the budget refused a refresh, and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,11 +209,16 @@ impl Store {
 
     /// Writes a refreshed token and, if `owner` still holds the lease, releases it — in one
     /// statement, so the new (possibly rotated) refresh token is stored before anyone is answered.
-    pub async fn commit_refresh(&self, row: TokenRow, owner: &str) -> Result<bool, StoreError> {
+    pub async fn commit_refresh(
+        &self,
+        row: TokenRow,
+        owner: &str,
+        events: Vec<WebhookRow>,
+    ) -> Result<bool, StoreError> {
         let commit = &self.refresh_sql().commit;
         let id = row.id.clone();
         let args = commit.args(row, [owner.into(), owner.into()]);
-        let committed = self.execute(commit.sql(), args).await? == 1;
+        let committed = self.write(commit.sql(), args, events).await? == 1;
         if committed {
             self.record_change(Some(&id)).await;
         }

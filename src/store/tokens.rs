@@ -5,7 +5,7 @@ use sqlx::QueryBuilder;
 
 use super::columns::{select, table, Build, Statement, INSERT, REENCRYPT, UPDATE};
 use super::sql::{AnyRow, PerBackend, Sql};
-use super::{with_pool, Arg, Backend, Store, StoreError};
+use super::{with_pool, Arg, Backend, Store, StoreError, WebhookRow};
 
 table! {
     /// One row of `oauth_tokens`, exactly as stored. The brackets say which writes set a column
@@ -266,21 +266,34 @@ impl Store {
         self.fetch_optional(sql, args).await
     }
 
-    /// Inserts a new row; [`StoreError::Conflict`] if its id or (tenant, provider, user) is taken.
-    pub async fn insert_token(&self, mut row: TokenRow) -> Result<(), StoreError> {
+    /// Inserts a new row, with the webhook `events` reporting it; [`StoreError::Conflict`] if its
+    /// id or (tenant, provider, user) is taken.
+    pub async fn insert_token(
+        &self,
+        mut row: TokenRow,
+        events: Vec<WebhookRow>,
+    ) -> Result<(), StoreError> {
         // Random, far from overflowing: a re-created token does not repeat its old numbers.
         row.version = rand::random::<i64>() >> 2;
         let insert = &self.token_sql().insert;
-        self.execute(insert.sql(), insert.args(row, []))
+        self.write(insert.sql(), insert.args(row, []), events)
             .await
             .map(|_| ())
     }
 
-    /// Overwrites every stored field of the row with this id. Returns false if it is gone.
-    pub async fn update_token(&self, row: TokenRow) -> Result<bool, StoreError> {
+    /// Overwrites every stored field of the row with this id (and appends `events` when it
+    /// did). Returns false if it is gone.
+    pub async fn update_token(
+        &self,
+        row: TokenRow,
+        events: Vec<WebhookRow>,
+    ) -> Result<bool, StoreError> {
         let update = &self.token_sql().update;
         let id = row.id.clone();
-        let written = self.execute(update.sql(), update.args(row, [])).await? > 0;
+        let written = self
+            .write(update.sql(), update.args(row, []), events)
+            .await?
+            > 0;
         if written {
             self.record_change(Some(&id)).await;
         }
@@ -300,19 +313,30 @@ impl Store {
         Ok(self.execute(reencrypt.sql(), args).await? == 1)
     }
 
-    pub async fn delete_token(&self, id: &str, tenants: &TenantFilter) -> Result<bool, StoreError> {
+    pub async fn delete_token(
+        &self,
+        id: &str,
+        tenants: &TenantFilter,
+        events: Vec<WebhookRow>,
+    ) -> Result<bool, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete);
         let args = std::iter::once(Arg::from(id)).chain(tenant).collect();
-        let deleted = self.execute(sql, args).await? > 0;
+        let deleted = self.write(sql, args, events).await? > 0;
         if deleted {
             self.record_change(Some(id)).await;
         }
         Ok(deleted)
     }
 
-    pub async fn delete_all_tokens(&self, tenants: &TenantFilter) -> Result<u64, StoreError> {
+    /// Deletes every token `tenants` covers, with the webhook events `events(how many)` makes.
+    pub async fn delete_all_tokens(
+        &self,
+        tenants: &TenantFilter,
+        events: impl FnOnce(u64) -> Vec<WebhookRow>,
+    ) -> Result<u64, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete_all);
-        let deleted = self.execute(sql, tenant.into_iter().collect()).await?;
+        let args = tenant.into_iter().collect();
+        let deleted = self.write_with_events(sql, args, events).await?;
         if deleted > 0 {
             self.record_change(None).await;
         }

@@ -110,6 +110,8 @@ pub struct TokenService {
     cache: Option<Arc<AccessCache>>,
     /// Tokens handed out, for `last_used_at` (see `refresh.rs`).
     marks: Arc<refresh::UseMarks>,
+    /// Webhook events of changes, when endpoints are configured (see `webhooks`).
+    events: Option<crate::webhooks::Events>,
 }
 
 impl TokenService {
@@ -131,6 +133,52 @@ impl TokenService {
             known_providers: None,
             cache: None,
             marks: Arc::default(),
+            events: None,
+        }
+    }
+
+    /// Reports changes to the webhook endpoints of `events` (their outbox rows are written with
+    /// each change).
+    pub fn with_webhooks(mut self, events: Option<crate::webhooks::Events>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The outbox rows of a `kind` event about `token` (none without endpoints).
+    fn events_about(
+        &self,
+        kind: crate::webhooks::EventKind,
+        token: &Token,
+        extra: serde_json::Value,
+    ) -> Vec<crate::store::WebhookRow> {
+        self.events.as_ref().map_or_else(Vec::new, |e| {
+            e.outbox().about(kind, token, extra, self.clock.now_ms())
+        })
+    }
+
+    /// After a write that carried events: the deliverer sends them now.
+    fn events_committed(&self) {
+        if let Some(e) = &self.events {
+            e.committed();
+        }
+    }
+
+    /// Reports an event that comes with no write of its own (a refresh that keeps failing).
+    pub async fn report(
+        &self,
+        kind: crate::webhooks::EventKind,
+        token: &Token,
+        extra: serde_json::Value,
+    ) {
+        let events = self.events_about(kind, token, extra);
+        if events.is_empty() {
+            return;
+        }
+        match self.store.insert_events(events).await {
+            Ok(()) => self.events_committed(),
+            Err(e) => {
+                tracing::warn!(token_id = %token.id, error = %e, "could not record a webhook event")
+            }
         }
     }
 
@@ -367,14 +415,35 @@ impl TokenService {
 
     /// delete_token.
     pub async fn delete(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
-        // Read first: the audit trail records the deleted token's tenant.
-        self.get(tenancy, id).await?;
+        self.delete_reporting(tenancy, id, crate::webhooks::EventKind::TokenDeleted)
+            .await
+    }
+
+    /// Deletes a token just revoked at its provider.
+    pub async fn delete_revoked(&self, tenancy: &Tenancy, id: &TokenId) -> Result<()> {
+        self.delete_reporting(tenancy, id, crate::webhooks::EventKind::TokenRevoked)
+            .await
+    }
+
+    async fn delete_reporting(
+        &self,
+        tenancy: &Tenancy,
+        id: &TokenId,
+        kind: crate::webhooks::EventKind,
+    ) -> Result<()> {
+        // Read first: the audit trail records the deleted token's tenant, the event its user.
+        let token = self.get(tenancy, id).await?;
+        let events = self.events_about(kind, &token, serde_json::json!({ "deleted": true }));
+        let reported = !events.is_empty();
         self.forget(id.as_str());
         if self
             .store
-            .delete_token(id.as_str(), &tenancy.filter())
+            .delete_token(id.as_str(), &tenancy.filter(), events)
             .await?
         {
+            if reported {
+                self.events_committed();
+            }
             Ok(())
         } else {
             Err(Error::NotFound)
@@ -383,8 +452,24 @@ impl TokenService {
 
     /// delete_tokens: every token the caller can see. Returns how many were deleted.
     pub async fn delete_all(&self, tenancy: &Tenancy) -> Result<u64> {
-        let deleted = self.store.delete_all_tokens(&tenancy.filter()).await?;
+        let tenant = match tenancy {
+            Tenancy::Unrestricted => None,
+            Tenancy::Only(t) => Some(t.as_str().to_owned()),
+        };
+        let now = self.clock.now_ms();
+        let events = |count| {
+            self.events.as_ref().map_or_else(Vec::new, |e| {
+                e.outbox().deleted_all(tenant.as_deref(), count, now)
+            })
+        };
+        let deleted = self
+            .store
+            .delete_all_tokens(&tenancy.filter(), events)
+            .await?;
         self.forget_all();
+        if deleted > 0 {
+            self.events_committed();
+        }
         Ok(deleted)
     }
 

@@ -126,9 +126,20 @@ impl TokenService {
     /// hiccup must not.
     pub async fn commit_refresh(&self, mut lease: RefreshLease, token: &Token) -> Result<()> {
         self.forget(token.id.as_str());
+        // A refresh the provider refused for good: the person must log in again.
+        let events = if token.status == crate::domain::TokenStatus::NeedsReauth {
+            self.events_about(
+                crate::webhooks::EventKind::TokenNeedsReauth,
+                token,
+                serde_json::json!({}),
+            )
+        } else {
+            Vec::new()
+        };
+        let reported = !events.is_empty();
         let attempt = || async {
             self.store
-                .commit_refresh(seal(&self.keys, token), &lease.owner)
+                .commit_refresh(seal(&self.keys, token), &lease.owner, events.clone())
                 .await
         };
         let committed = attempt
@@ -146,6 +157,9 @@ impl TokenService {
         lease.held = false;
         if !committed {
             return Err(Error::NotFound);
+        }
+        if reported {
+            self.events_committed();
         }
         self.remember_written(Arc::new(token.clone()));
         Ok(())

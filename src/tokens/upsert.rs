@@ -15,7 +15,19 @@ impl TokenService {
     /// or inserts it with a generated id (or the given one, for callers of every tenant). Never creates a second row for a token
     /// that find would match, even when saves of the same user race.
     pub async fn save(&self, tenancy: &Tenancy, partial: PartialToken) -> Result<(Token, Saved)> {
-        self.save_merging(tenancy, partial, Freshness::Caller).await
+        self.save_merging(tenancy, partial, Freshness::Caller, false)
+            .await
+    }
+
+    /// Like [`save`](Self::save), for the grant of a login or exchange: reported to the webhook
+    /// endpoints as `connection.created` or `connection.replaced`.
+    pub async fn save_connection(
+        &self,
+        tenancy: &Tenancy,
+        partial: PartialToken,
+    ) -> Result<(Token, Saved)> {
+        self.save_merging(tenancy, partial, Freshness::Caller, true)
+            .await
     }
 
     /// Like [`save`](Self::save), for imports of other stores' files: a row whose access token
@@ -26,7 +38,7 @@ impl TokenService {
         tenancy: &Tenancy,
         partial: PartialToken,
     ) -> Result<(Token, Saved)> {
-        self.save_merging(tenancy, partial, Freshness::KeepNewer)
+        self.save_merging(tenancy, partial, Freshness::KeepNewer, false)
             .await
     }
 
@@ -35,7 +47,9 @@ impl TokenService {
         tenancy: &Tenancy,
         partial: PartialToken,
         freshness: Freshness,
+        connection: bool,
     ) -> Result<(Token, Saved)> {
+        use crate::webhooks::EventKind;
         let tenant = tenancy.resolve(partial.tenant.as_ref())?;
         if let (Some(p), Some(known)) = (&partial.provider, &self.known_providers) {
             if !known.contains(p.as_str()) {
@@ -66,17 +80,44 @@ impl TokenService {
             let now = self.clock.now_ms();
             match existing {
                 Some(current) => {
+                    let was = current.status;
                     let merged = match freshness {
                         Freshness::KeepNewer if is_older_than(&partial, &current) => {
                             merge(current, &without_credentials(&partial), now)
                         }
                         _ => merge(current, &partial, now),
                     };
+                    let mut events = Vec::new();
+                    if connection {
+                        events = self.events_about(
+                            EventKind::ConnectionReplaced,
+                            &merged,
+                            serde_json::json!({}),
+                        );
+                    }
+                    if was != merged.status {
+                        let kind = match merged.status {
+                            TokenStatus::Revoked => Some(EventKind::TokenRevoked),
+                            TokenStatus::NeedsReauth => Some(EventKind::TokenNeedsReauth),
+                            TokenStatus::Active => None,
+                        };
+                        if let Some(kind) = kind {
+                            events.extend(self.events_about(kind, &merged, serde_json::json!({})));
+                        }
+                    }
+                    let reported = !events.is_empty();
                     self.forget(merged.id.as_str());
-                    match self.store.update_token(seal(&self.keys, &merged)).await {
+                    match self
+                        .store
+                        .update_token(seal(&self.keys, &merged), events)
+                        .await
+                    {
                         Ok(true) => {
                             // Also after the write: a reader may have cached the old row meanwhile.
                             self.forget(merged.id.as_str());
+                            if reported {
+                                self.events_committed();
+                            }
                             return Ok((merged, Saved::Updated));
                         }
                         // Deleted between our read and write: start over (it may insert now).
@@ -97,8 +138,27 @@ impl TokenService {
                         Tenancy::Only(_) => None,
                     };
                     let token = self.new_token(&partial, id, tenant.clone(), now)?;
-                    match self.store.insert_token(seal(&self.keys, &token)).await {
-                        Ok(()) => return Ok((token, Saved::Created)),
+                    let events = if connection {
+                        self.events_about(
+                            EventKind::ConnectionCreated,
+                            &token,
+                            serde_json::json!({}),
+                        )
+                    } else {
+                        Vec::new()
+                    };
+                    let reported = !events.is_empty();
+                    match self
+                        .store
+                        .insert_token(seal(&self.keys, &token), events)
+                        .await
+                    {
+                        Ok(()) => {
+                            if reported {
+                                self.events_committed();
+                            }
+                            return Ok((token, Saved::Created));
+                        }
                         // A concurrent save won the race: the next round finds and updates it.
                         Err(StoreError::Conflict) => continue,
                         Err(e) => return Err(e.into()),

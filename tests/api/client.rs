@@ -188,6 +188,24 @@ impl ApiClient {
         )
     }
 
+    /// The webhook outbox: `GET /v1/webhooks/events{query}`.
+    pub fn webhook_events(&self, jwt: &str, query: &str) -> Call {
+        Call(
+            self.http
+                .get(self.url(&format!("/v1/webhooks/events{query}")))
+                .bearer_auth(jwt),
+        )
+    }
+
+    /// Sends an event again: `POST /v1/webhooks/events/{seq}/retry`.
+    pub fn retry_webhook_event(&self, jwt: &str, seq: &str) -> Call {
+        Call(
+            self.http
+                .post(self.url(&format!("/v1/webhooks/events/{seq}/retry")))
+                .bearer_auth(jwt),
+        )
+    }
+
     /// Forces a refresh: `POST /v1/tokens/{id}/refresh`.
     pub fn refresh(&self, jwt: &str, id: &str) -> Call {
         Call(

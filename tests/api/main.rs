@@ -53,3 +53,5 @@ mod stored_rows;
 mod tenancy;
 mod tls;
 mod tokens;
+mod webhook_receiver;
+mod webhooks;

@@ -57,7 +57,7 @@ async fn every_documented_operation_is_routed_and_secured() {
             );
         }
     }
-    assert_eq!(operations, 24);
+    assert_eq!(operations, 26);
 }
 
 #[tokio::test]

@@ -83,7 +83,7 @@ async fn damage(app: &TestApp, id: &str) {
     let blob = row.refresh_token.as_mut().unwrap();
     let last = blob.len() - 1;
     blob[last] ^= 0xff;
-    assert!(store.update_token(row).await.unwrap());
+    assert!(store.update_token(row, vec![]).await.unwrap());
     store.close().await;
 }
 
