@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
-"""A fake OAuth 2.0 provider for the refresh-storm benchmark (python3 stdlib only).
+"""A fake OAuth 2.0 provider for the refresh-storm and refresh-wave benchmarks (python3 stdlib only).
 
 POST /token    grant_type=refresh_token (or anything else): counts the call, waits --delay-ms,
                then answers {"access_token": "...", "token_type": "Bearer", "expires_in": 3600}
-GET  /count    {"token_calls": N, "refresh_calls": N, "max_in_flight": N}
-POST /reset    sets the counters to 0
+               (no new refresh token: the broker keeps the one it has)
+GET  /count    {"token_calls": N, "refresh_calls": N, "max_in_flight": N, "in_flight": N,
+                "distinct_refresh_tokens": N, "first_refresh_ms": T, "last_refresh_ms": T,
+                "last_refresh_done_ms": T, "late_refreshes": N}
+               T: ms since the epoch (null before the first refresh call): the first refresh call's
+               arrival, the last one's arrival, and when the last answer to one was sent.
+               late_refreshes: refresh calls answered after the expiry their refresh token names
+               (a refresh token ending in ".exp<ms since the epoch>"; the wave's tokens do)
+POST /reset    sets the counters to 0 (and forgets the refresh tokens seen)
 GET  /authorize  a stub (the broker's config needs an authorize_url)
 
+One thread per connection (ThreadingHTTPServer) and a listen backlog of 1024, so any number of
+concurrent keep-alive connections from the broker is served at once.
 Listens on 127.0.0.1:--port (0: any free port); writes the port to --port-file when given.
 """
 import argparse
@@ -17,7 +26,30 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"token_calls": 0, "refresh_calls": 0, "in_flight": 0, "max_in_flight": 0}
+COUNTERS = ("token_calls", "refresh_calls", "in_flight", "max_in_flight", "late_refreshes")
+TIMES = ("first_refresh_ms", "last_refresh_ms", "last_refresh_done_ms")
+STATE = {}
+SEEN = set()  # refresh tokens seen since the last reset
+
+
+def reset():
+    """Under LOCK."""
+    STATE.update({k: 0 for k in COUNTERS})
+    STATE.update({k: None for k in TIMES})
+    SEEN.clear()
+
+
+reset()
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def expiry_of(refresh_token):
+    """The expiry a refresh token names ("….exp<ms>"), or None."""
+    _, sep, tail = refresh_token.rpartition(".exp")
+    return int(tail) if sep and tail.isdigit() else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -39,7 +71,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/count"):
             with LOCK:
-                self._send(200, {k: STATE[k] for k in ("token_calls", "refresh_calls", "max_in_flight")})
+                body = dict(STATE, distinct_refresh_tokens=len(SEEN))
+            self._send(200, body)
         elif self.path.startswith("/authorize"):
             self._send(200, {"stub": True})
         else:
@@ -50,8 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if self.path.startswith("/reset"):
             with LOCK:
-                for k in STATE:
-                    STATE[k] = 0
+                reset()
             self._send(200, {"reset": True})
             return
         if not self.path.startswith("/token"):
@@ -59,10 +91,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
         grant = (form.get("grant_type") or [""])[0]
+        refresh_token = (form.get("refresh_token") or [""])[0]
+        refresh = grant == "refresh_token"
         with LOCK:
             STATE["token_calls"] += 1
-            if grant == "refresh_token":
+            if refresh:
                 STATE["refresh_calls"] += 1
+                SEEN.add(refresh_token)
+                t = now_ms()
+                if STATE["first_refresh_ms"] is None:
+                    STATE["first_refresh_ms"] = t
+                STATE["last_refresh_ms"] = t
             STATE["in_flight"] += 1
             STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
             n = STATE["token_calls"]
@@ -76,6 +115,12 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             with LOCK:
                 STATE["in_flight"] -= 1
+                if refresh:
+                    t = now_ms()
+                    STATE["last_refresh_done_ms"] = t
+                    exp = expiry_of(refresh_token)
+                    if exp is not None and t > exp:
+                        STATE["late_refreshes"] += 1
 
 
 def main():
@@ -86,6 +131,9 @@ def main():
     args = ap.parse_args()
     Handler.delay = args.delay_ms / 1000.0
     ThreadingHTTPServer.daemon_threads = True
+    # socketserver's default backlog is 5: a burst of new connections (the wave's first
+    # concurrent refreshes) would overflow it and wait for SYN retransmits (1 s and more).
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
     if args.port_file:

@@ -14,6 +14,11 @@ TARGET_HEALTHZ_VS_AXUM = 0.9
 TARGET_HOT_VS_HEALTHZ = 0.85
 TARGET_HOT_VS_AXUM = 0.75
 TARGET_ALL_VS_SUBSET = 0.9
+TARGET_IMPORT_ROWS_S = 20_000
+TARGET_SAVES_S = 5_000  # on PostgreSQL
+TARGET_SAVE_P99_MS = 10.0  # on PostgreSQL
+TARGET_STORM_OVER_DELAY_MS = 30.0
+TARGET_PAGING_DEEP_VS_START = 1.2
 
 
 def ms(us):
@@ -42,6 +47,188 @@ def median_round(pairs, b, num, den):
     return both[(len(both) - 1) // 2][1], sorted(both, key=lambda x: x[1])
 
 
+def ceiling_round(pairs, b, test):
+    """The round with the median test ÷ bare axum: (hot, /healthz, ceiling) wrk results, or None."""
+    mid, _ = median_round(pairs, b, test, "ceiling")
+    if mid is None or mid not in pairs.get((b, "healthz"), {}):
+        return None
+    return pairs[(b, test)][mid]["wrk"], pairs[(b, "healthz")][mid]["wrk"], pairs[(b, "ceiling")][mid]["wrk"]
+
+
+def num(x, digits=0):
+    """12345.6 -> "12 346" (thin grouping keeps the table readable)."""
+    return f"{x:,.{digits}f}".replace(",", " ")
+
+
+def verdict(ok, applies=True):
+    if ok is None:
+        return "–"
+    if not applies:
+        return "(met)" if ok else "(not met)"
+    return "met" if ok else "**NOT met**"
+
+
+def targets_section(p, backends, by, pairs, rows, meta):
+    """Issue #14: every figure against its target, one row per figure per backend."""
+    t = []  # (figure, backend, measured, target, met?)
+
+    def add(figure, b, measured, target, met):
+        t.append((figure, NAMES.get(b, b), measured, target, met))
+
+    for b in backends:
+        r = by.get((b, "import"))
+        if r and r["ms"]:
+            v = r["rows"] / (r["ms"] / 1000)
+            add(f"import zoho-csv rows/s ({r['rows']} rows)", b, num(v), f"≥ {num(TARGET_IMPORT_ROWS_S)}",
+                verdict(v >= TARGET_IMPORT_ROWS_S))
+        w = by.get((b, "wave"))
+        if w and w.get("import_ms"):
+            v = w["import_rows"] / (w["import_ms"] / 1000)
+            add(f"import zoho-csv rows/s (the wave's {w['import_rows']} rows, into a filled table)", b, num(v),
+                f"≥ {num(TARGET_IMPORT_ROWS_S)}", verdict(v >= TARGET_IMPORT_ROWS_S))
+    for b in backends:
+        r = by.get((b, "keys_rotate"))
+        if r and "rows" in r:
+            v = r["rows"] / (r["ms"] / 1000) if r["ms"] else 0
+            extra = f"; {r['unreadable']} unreadable, exit {r['exit']}" if r.get("unreadable") or r.get("exit") else ""
+            add("keys rotate rows/s (every row)", b, f"{num(v)} ({r['rows']} rows in {r['ms'] / 1000:.1f} s{extra})",
+                "none; flat per row: compare rows/s at 10k and 1M", "info")
+        elif r:
+            add("keys rotate rows/s (every row)", b, f"failed: {r.get('error')} (exit {r.get('exit')})", "", "–")
+    for b in backends:
+        pg = b == "postgres"
+        for test, label in (("save_insert", "insert"), ("save_update", "update")):
+            r = by.get((b, test))
+            if not r:
+                continue
+            w = r["wrk"]
+            err = errors(w)
+            add(f"save (PUT /v1/tokens, {label}) req/s", b, num(w["rps"]) + (f" ({err} errors)" if err else ""),
+                f"≥ {num(TARGET_SAVES_S)}" + ("" if pg else " (PostgreSQL; info here)"),
+                verdict(w["rps"] >= TARGET_SAVES_S and not err, pg))
+            add(f"save ({label}) p99 ms", b, ms(w["p99_us"]),
+                f"< {TARGET_SAVE_P99_MS:g}" + ("" if pg else " (PostgreSQL; info here)"),
+                verdict(w["p99_us"] / 1000 < TARGET_SAVE_P99_MS, pg))
+    delay = float(meta.get("provider_delay_ms", 200))
+    for b in backends:
+        r = by.get((b, "storm"))
+        if not r:
+            continue
+        s_ = r["storm"]
+        if "error" in s_:
+            add("refresh storm: last caller's wait − provider delay", b, f"failed: {s_['error']}",
+                f"≤ {TARGET_STORM_OVER_DELAY_MS:g} ms", "**NOT met**")
+            continue
+        over = s_["last_wait_ms"] - delay
+        single = s_.get("provider_calls") == 1 and s_["statuses"].get("200") == s_["n"]
+        add("refresh storm: last caller's wait − provider delay", b,
+            f"{over:.1f} ms ({s_['last_wait_ms']} − {delay:g}; {s_['n']} callers, "
+            f"{s_.get('provider_calls', '?')} provider call{'' if s_.get('provider_calls') == 1 else 's'})",
+            f"≤ {TARGET_STORM_OVER_DELAY_MS:g} ms, 1 provider call", verdict(over <= TARGET_STORM_OVER_DELAY_MS and single))
+    tokens = meta.get("tokens", "?")
+    for b in backends:
+        cr = ceiling_round(pairs, b, "hot")
+        note = ""
+        if cr:
+            h, z, c = cr
+            note = " (median round vs bare axum)"
+            add("broker /healthz ÷ bare axum", b, f"{z['rps'] / c['rps']:.2f} ({num(z['rps'])} / {num(c['rps'])})",
+                f"≥ {TARGET_HEALTHZ_VS_AXUM}", verdict(z["rps"] / c["rps"] >= TARGET_HEALTHZ_VS_AXUM))
+        elif by.get((b, "hot")) and by.get((b, "healthz")):
+            h, z = by[(b, "hot")]["wrk"], by[(b, "healthz")]["wrk"]
+            note = " (median pair; no bare axum: CEILING=0)"
+            add("broker /healthz ÷ bare axum", b, "not measured (CEILING=0)", f"≥ {TARGET_HEALTHZ_VS_AXUM}", "–")
+        else:
+            continue
+        add(f"hot path ÷ broker /healthz, all {tokens} tokens" + note, b,
+            f"{h['rps'] / z['rps']:.2f} ({num(h['rps'])} / {num(z['rps'])})",
+            f"≥ {TARGET_HOT_VS_HEALTHZ}", verdict(h["rps"] / z["rps"] >= TARGET_HOT_VS_HEALTHZ))
+        if cr:
+            add("hot path ÷ bare axum" + note, b, f"{h['rps'] / c['rps']:.2f}",
+                f"≥ {TARGET_HOT_VS_AXUM}", verdict(h["rps"] / c["rps"] >= TARGET_HOT_VS_AXUM))
+        else:
+            add("hot path ÷ bare axum", b, "not measured (CEILING=0)", f"≥ {TARGET_HOT_VS_AXUM}", "–")
+        add("hot path p99 ms" + note, b, ms(h["p99_us"]), f"< {TARGET_P99_MS:g}",
+            verdict(h["p99_us"] / 1000 < TARGET_P99_MS))
+        mid, _ = median_round(pairs, b, "hot", "hot_subset")
+        if mid is not None:
+            a_, s_ = pairs[(b, "hot")][mid]["wrk"], pairs[(b, "hot_subset")][mid]["wrk"]
+            add(f"hot path, all {tokens} ÷ the first {meta.get('hot_subset', '?')} (median round)", b,
+                f"{a_['rps'] / s_['rps']:.2f} ({num(a_['rps'])} / {num(s_['rps'])})",
+                f"≥ {TARGET_ALL_VS_SUBSET}", verdict(a_["rps"] / s_["rps"] >= TARGET_ALL_VS_SUBSET))
+        else:
+            add("hot path, all ÷ subset", b, f"not measured (TOKENS {tokens} ≤ HOT_SUBSET {meta.get('hot_subset', '?')})",
+                f"≥ {TARGET_ALL_VS_SUBSET}", "–")
+    for b in backends:
+        wa, st = by.get((b, "warm_all")), by.get((b, "start"))
+        if wa:
+            per = (wa["rss_warm_kib"] - wa["rss_idle_kib"]) / wa["tokens"]
+            add("memory per cached token ((RSS all cached − RSS idle) ÷ tokens)", b,
+                f"{per:.2f} KiB ({wa['tokens']} tokens)", "none", "info")
+            add("RSS with every token cached MiB", b, f"{mib(wa['rss_warm_kib'])} ({wa['tokens']} tokens)", "none", "info")
+        if st:
+            add("start with a migrated database ms (curl poll, 10 ms steps)", b, str(st["started_ms"]), "none", "info")
+    su = by.get(("sqlite", "startup"))
+    if su:
+        add("start-up ms, fresh database, exec → first 200 (median)", "sqlite",
+            f"{su['startup']['median_ms']} (min {su['startup']['min_ms']}, {su['startup']['runs']} runs)", "none", "info")
+    for b in backends:
+        r = by.get((b, "paging"))
+        if not r:
+            continue
+        g = r["paging"]
+        if g.get("again_first10_ms") and g.get("again_deep10_ms"):
+            v = g["again_deep10_ms"] / g["again_first10_ms"]
+            how = (f"{v:.2f} (full page {g['again_deep10_ms']} / {g['again_first10_ms']} ms, deep / first pages "
+                   f"alternating; per row last / first 10 %: {g['us_per_row_last10pct']} / {g['us_per_row_first10pct']} µs)")
+        elif g.get("us_per_row_last10pct") and g.get("us_per_row_first10pct"):
+            v = g["us_per_row_last10pct"] / g["us_per_row_first10pct"]
+            how = (f"{v:.2f} (µs per row, last / first 10 % of {g['rows']} rows: "
+                   f"{g['us_per_row_last10pct']} / {g['us_per_row_first10pct']}; too few pages to repeat)")
+        else:
+            continue
+        add("GET /v1/tokens paging: per-row cost deep ÷ start", b, how, f"≤ {TARGET_PAGING_DEEP_VS_START}",
+            verdict(v <= TARGET_PAGING_DEEP_VS_START))
+    for b in backends:
+        w = by.get((b, "wave"))
+        if not w:
+            continue
+        n, cap = w["tokens"], w["cap"]
+        done = (w.get("refreshed") or 0) >= n
+        wave_s = f"{w['wave_ms'] / 1000:.1f} s" if w.get("wave_ms") is not None else "no refresh call"
+        add(f"wave: duration, first refresh call → last answer ({n} tokens, cap {cap}, "
+            f"provider {w['provider_delay_ms']} ms)", b,
+            wave_s + (f"; ideal {n * w['provider_delay_ms'] / cap / 1000:.1f} s" if cap else "")
+            + (f"; first call {w['first_call_after_start_ms'] / 1000:.1f} s after exec"
+               if w.get("first_call_after_start_ms") is not None else ""),
+            "none", "info")
+        add("wave: tokens refreshed ÷ N", b,
+            f"{w.get('refreshed')} / {n} ({w.get('refresh_calls')} provider calls; {w.get('result')})",
+            "all", verdict(done))
+        add("wave: finished before the first expiry", b,
+            ("yes" if w["before_first_expiry"] else "no")
+            + f" (first expiry {w['first_expiry_after_start_ms'] / 1000:.0f} s after the wave broker's exec; "
+            f"{w.get('late_refreshes')} refreshes answered after their token's expiry)",
+            "yes", verdict(w["before_first_expiry"]))
+        add("wave: max provider calls in flight ≤ cap", b, f"{w.get('max_in_flight')} (cap {cap})", f"≤ {cap}",
+            verdict(w["max_in_flight"] <= cap if w.get("refresh_calls") else None))
+        add("wave: refreshes during the in-use sweep (inline, hot path)", b,
+            f"{w['sweep_inline_refreshes']} ({w['sweep_requests']} requests, {w['sweep_errors']} errors)",
+            "0 expected", verdict(w["sweep_inline_refreshes"] == 0 and w["sweep_errors"] == 0))
+    if not t:
+        return
+    p("## Issue #14 targets")
+    p("")
+    p("Every figure against its target (details in the sections below). \"(met)\" / \"(not met)\" in "
+      "parentheses: a target that applies to another backend, shown for information.")
+    p("")
+    p("| figure | backend | measured | target | met? |")
+    p("|---|---|---|---|---|")
+    for row in t:
+        p("| " + " | ".join(str(x) for x in row) + " |")
+    p("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -63,11 +250,21 @@ def main():
 
     p("# token-broker benchmark results")
     p("")
-    for k in ("date", "commit", "cpu", "nproc", "mem", "kernel", "load", "pinning", "wrk",
+    for k in ("date", "commit", "binary", "cpu", "nproc", "mem", "kernel", "load", "pinning", "wrk",
               "postgres", "mariadb", "overrides", "command"):
         if k in meta:
             p(f"- **{k}**: {meta[k]}")
     p("")
+
+    # Which round each main-run table shows is settled below; the targets table reuses it.
+    main_by = dict(by)
+    for b in backends:
+        hp, zp = pairs.get((b, "hot"), {}), pairs.get((b, "healthz"), {})
+        both = sorted((hp[i]["wrk"]["rps"] / zp[i]["wrk"]["rps"], i) for i in hp if i in zp and zp[i]["wrk"]["rps"])
+        if both:
+            _, mid = both[(len(both) - 1) // 2]
+            main_by[(b, "hot")], main_by[(b, "healthz")] = hp[mid], zp[mid]
+    targets_section(p, backends, main_by, pairs, rows, meta)
 
     # Hot path ------------------------------------------------------------------------------
     p("## Hot path vs /healthz")
@@ -174,6 +371,8 @@ def main():
           f"**{s['last_wait_ms']}** | {result} |")
     p("")
 
+    wave_section(p, backends, by)
+
     # Write path --------------------------------------------------------------------------------
     p("## Write path")
     p("")
@@ -225,6 +424,41 @@ def main():
         if r["test"] == "skipped":
             p(f"- {NAMES.get(r['backend'], r['backend'])}: skipped (server unreachable)")
     print("\n".join(out))
+
+
+def wave_section(p, backends, by):
+    """The background refresh wave."""
+    waves = [(b, by[(b, "wave")]) for b in backends if (b, "wave") in by]
+    if not waves:
+        return
+    p("## Background refresh wave")
+    p("")
+    p("N more tokens of a second fake provider (`wave`), imported after the main steps, their access "
+      "tokens expiring evenly over 180–600 s after the seed was written. Each is asked for once "
+      "(`GET …/access-token`, in order) by a broker with background refresh off, so it counts as in "
+      "use; then a broker with background refresh on (every 1 s, 600 s ahead, used within 3600 s, "
+      "concurrency = cap) refreshes them; the provider answers after a fixed delay and counts calls, "
+      "distinct refresh tokens and calls in flight. Wave = first refresh call → last answer; ideal = "
+      "N × delay ÷ cap.")
+    p("")
+    p("| backend | tokens | cap | delay ms | import s | sweep s (errors) | inline refreshes in the sweep | "
+      "first call after exec s | wave s | ideal s | refreshed | provider calls | max in flight | "
+      "first expiry after exec s | done before it | late | broker CPU s | result |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    for b, w in waves:
+        def sec(x):
+            return f"{x / 1000:.1f}" if x is not None else "–"
+        ideal = w["tokens"] * w["provider_delay_ms"] / w["cap"] if w["cap"] else None
+        p(f"| {NAMES.get(b, b)} | {w['tokens']} | {w['cap']} | {w['provider_delay_ms']} | {sec(w['import_ms'])} | "
+          f"{sec(w['sweep_ms'])} ({w['sweep_errors']}) | {w['sweep_inline_refreshes']} | "
+          f"{sec(w.get('first_call_after_start_ms'))} | {sec(w.get('wave_ms'))} | {sec(ideal)} | "
+          f"{w.get('refreshed')} | {w.get('refresh_calls')} | {w.get('max_in_flight')} | "
+          f"{sec(w.get('first_expiry_after_start_ms'))} | {'yes' if w['before_first_expiry'] else 'no'} | "
+          f"{w.get('late_refreshes')} | {sec(w.get('broker_cpu_ms'))} | {w.get('result')} |")
+    p("")
+    p("Late: refresh calls answered after the expiry of the token they refresh. Broker CPU: the wave "
+      "broker's user + system CPU from its start to the end of the wave.")
+    p("")
 
 
 def scale_section(p, backends, by, pairs, meta):
@@ -346,6 +580,11 @@ def scale_section(p, backends, by, pairs, meta):
             rows.append(f"| {NAMES.get(b, b)} | warm-up: every token asked for once, in order (wrk) | "
                         f"{wa['requests']} requests | {wa['ms'] / 1000:.1f} s | "
                         f"{wa['requests'] / (wa['ms'] / 1000):.0f} req/s |")
+        rot = by.get((b, "keys_rotate"))
+        if rot and "rows" in rot:
+            rows.append(f"| {NAMES.get(b, b)} | `token-broker keys rotate` (every row re-encrypted under a new key, "
+                        f"broker stopped) | {rot['rows']} | {rot['ms'] / 1000:.1f} s | "
+                        f"{rot['rows'] / (max(rot['ms'], 1) / 1000):.0f} rows/s |")
         if cli:
             rows.append(f"| {NAMES.get(b, b)} | `token-broker tokens list > /dev/null` | {cli['rows']} | "
                         f"{cli['ms'] / 1000:.1f} s | {cli['rows'] / (cli['ms'] / 1000):.0f} rows/s |")
@@ -355,7 +594,7 @@ def scale_section(p, backends, by, pairs, meta):
                         f"{g['rows']} ({g['pages']} pages) | {g['total_ms'] / 1000:.1f} s | "
                         f"{g['rows'] / (g['total_ms'] / 1000):.0f} rows/s |")
     if rows:
-        p("### Bulk: import, warm-up, listing")
+        p("### Bulk: import, warm-up, key rotation, listing")
         p("")
         p("| backend | what | rows | time | rate |")
         p("|---|---|---:|---:|---:|")

@@ -3,7 +3,7 @@
 # SQLite, PostgreSQL and MariaDB. Prints a results table and writes it to bench/results-latest.md.
 # See bench/README.md for what is measured and how to read it.
 #
-#   bench/run.sh                          # everything, ~7 minutes
+#   bench/run.sh                          # everything, ~7 minutes + ~½ minute per backend (rotate, wave)
 #   BACKENDS="sqlite postgres" bench/run.sh
 #   DURATION=5 VARIANTS=0 bench/run.sh    # shorter runs, no pinned / info-log variants
 #   TOKENS=1000000 BACKENDS=sqlite bench/run.sh   # the many-tokens run (import alone takes minutes)
@@ -33,6 +33,15 @@
 #   STORM_N         1000     concurrent callers in the refresh storm
 #   PROVIDER_DELAY_MS 200    the fake provider's answer delay
 #   BENCH_PIN       0        1: pin the broker to CPU 0 and the clients to CPU 1 in the main run
+#   ROTATE          1        0: skip `token-broker keys rotate` (after the main steps: a second key k2
+#                            becomes active and every row is re-encrypted under it, timed)
+#   WAVE            1        0: skip the background refresh wave (after the main steps and the key
+#                            rotation: WAVE_N more tokens of a second fake provider `wave`, all
+#                            expiring within 180–600 s, each asked for once, then a broker with
+#                            background refresh on refreshes them all; see bench/README.md)
+#   WAVE_N          10000    tokens in the wave (the issue's figure: WAVE_N=100000)
+#   WAVE_CAP        16       the wave broker's oauth.background.concurrency
+#   WAVE_DELAY_MS   20       the wave provider's answer delay
 #   VARIANTS        1        also measure the hot path (a) pinned: broker on CPU 0, wrk on CPU 1,
 #                            (b) with log.filter=info (request logs to a file)
 #   VARIANT_BACKENDS sqlite postgres   the backends those variants run on
@@ -63,6 +72,11 @@ PROVIDER_DELAY_MS=${PROVIDER_DELAY_MS:-200}
 VARIANTS=${VARIANTS:-1}
 VARIANT_BACKENDS=${VARIANT_BACKENDS:-"sqlite postgres"}
 BENCH_PIN=${BENCH_PIN:-0}
+ROTATE=${ROTATE:-1}
+WAVE=${WAVE:-1}
+WAVE_N=${WAVE_N:-10000}
+WAVE_CAP=${WAVE_CAP:-16}
+WAVE_DELAY_MS=${WAVE_DELAY_MS:-20}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
 MYSQL_HOST=${MYSQL_HOST:-127.0.0.1}
 MYSQL_PORT=${MYSQL_PORT:-3306}
@@ -137,6 +151,7 @@ RESULTS="$WORK/results.jsonl"
 RUN_ID=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 BROKER_PID=""
 PROVIDER_PID=""
+WAVE_PROVIDER_PID=""
 CEIL_PID=""
 PG_DBS=()
 MY_DBS=()
@@ -145,6 +160,7 @@ cleanup() {
     set +e
     [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
     [ -n "$PROVIDER_PID" ] && kill "$PROVIDER_PID" 2>/dev/null && wait "$PROVIDER_PID" 2>/dev/null
+    [ -n "$WAVE_PROVIDER_PID" ] && kill "$WAVE_PROVIDER_PID" 2>/dev/null && wait "$WAVE_PROVIDER_PID" 2>/dev/null
     [ -n "$CEIL_PID" ] && kill "$CEIL_PID" 2>/dev/null && wait "$CEIL_PID" 2>/dev/null
     for db in "${PG_DBS[@]}"; do
         psql "$PG_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
@@ -243,6 +259,24 @@ export TOKEN_BROKER__PROVIDERS__FAKE__TOKEN_URL="$PROVIDER_URL/token"
 export TOKEN_BROKER__PROVIDERS__FAKE__CLIENT_ID=bench-client
 export TOKEN_BROKER__PROVIDERS__FAKE__CLIENT_SECRET=bench-client-secret
 
+# The second fake provider, `wave`, for the background refresh wave (its own process and counters;
+# idle until then). Configured for every broker of the run, like `fake`.
+WAVE_URL=""
+if [ "$WAVE" = 1 ]; then
+    WAVE_PORT_FILE="$WORK/wave-provider.port"
+    "${PIN_LOAD[@]}" python3 "$BENCH/fake_provider.py" --port 0 --port-file "$WAVE_PORT_FILE" \
+        --delay-ms "$WAVE_DELAY_MS" >"$WORK/wave-provider.log" 2>&1 &
+    WAVE_PROVIDER_PID=$!
+    for _ in $(seq 100); do [ -s "$WAVE_PORT_FILE" ] && break; sleep 0.05; done
+    [ -s "$WAVE_PORT_FILE" ] || die "the wave's fake provider did not start"
+    WAVE_URL="http://127.0.0.1:$(cat "$WAVE_PORT_FILE")"
+    export TOKEN_BROKER__PROVIDERS__WAVE__KIND=oauth2
+    export TOKEN_BROKER__PROVIDERS__WAVE__AUTHORIZE_URL="$WAVE_URL/authorize"
+    export TOKEN_BROKER__PROVIDERS__WAVE__TOKEN_URL="$WAVE_URL/token"
+    export TOKEN_BROKER__PROVIDERS__WAVE__CLIENT_ID=wave-client
+    export TOKEN_BROKER__PROVIDERS__WAVE__CLIENT_SECRET=wave-client-secret
+fi
+
 # The bare-axum ceiling: one process for the whole run (idle between its measurements), started
 # like the broker (pinned to CPU 0 only when BENCH_PIN=1).
 CEIL_PORT=""
@@ -320,11 +354,181 @@ metric() {
 }
 jfield() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 summ() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  non-2xx %d" % (d["rps"], d["p50_us"]/1000, d["p99_us"]/1000, d["non2xx"]+d["err_timeout"]+d["err_read"]+d["err_connect"]))' "$1"; }
+werrors() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["non2xx"]+d["err_timeout"]+d["err_read"]+d["err_connect"]+d["err_write"])' "$1"; }
+
+# sweep_on IDS_FILE N LABEL: the hot path over the ids of IDS_FILE in file order, from where the
+# sweep so far stopped (SWEPT requests, SWEEP_MS ms), in runs sized from the rate so far (plus
+# 20 % and a second), until each of the N ids was asked for once. Updates SWEPT, SWEEP_MS and
+# SWEEP_ERRORS (non-2xx answers and socket errors).
+SWEPT=0 SWEEP_MS=0 SWEEP_ERRORS=0
+sweep_on() {
+    local chunk=0 secs j
+    while [ "$SWEPT" -lt "$2" ]; do
+        chunk=$(( chunk + 1 ))
+        [ "$chunk" -le 50 ] || die "$3: the sweep did not reach all $2 tokens"
+        secs=$(( ($2 - SWEPT) * SWEEP_MS * 12 / 10 / (SWEPT > 0 ? SWEPT : 1) / 1000 + 1 ))
+        log "$3: $SWEPT of $2 tokens asked for, ${secs}s more in order"
+        j=$(TB_IDS="$1" TB_SWEEP_START=$(( SWEPT % $2 )) run_wrk access.lua sweep "$CONNS" "$secs"); summ "$j" >&2
+        SWEPT=$(( SWEPT + $(jfield "$j" requests) ))
+        SWEEP_MS=$(( SWEEP_MS + $(jfield "$j" duration_us | cut -d. -f1) / 1000 ))
+        SWEEP_ERRORS=$(( SWEEP_ERRORS + $(werrors "$j") ))
+    done
+}
 
 # ---------------------------------------------------------------------------------------------
+# keys rotate: a second key k2 becomes the active one and `token-broker keys rotate` re-encrypts
+# every row under it (broker stopped; the CLI's own process on the same database). The brokers
+# started after it in this backend know k1 and k2, k2 active; bench_backend puts k1 back.
+bench_rotate() { # bench_rotate NAME
+    local name=$1 t0 t1 ms out rc=0 counts
+    export TOKEN_BROKER__CRYPTO__KEYS__K2="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    export TOKEN_BROKER__CRYPTO__ACTIVE_KEY_ID=k2
+    log "$name: token-broker keys rotate (every row re-encrypted under a new key k2)"
+    t0=$(date +%s%N)
+    out=$("${PIN_BROKER[@]}" "$BIN" keys rotate 2>>"$WORK/rotate-$name.log") || rc=$?
+    t1=$(date +%s%N)
+    ms=$(( (t1 - t0) / 1000000 ))
+    echo "$out" | tee -a "$WORK/rotate-$name.log" >&2
+    # "re-encrypted N token(s) under key `k2`; N already used it; N could not be read"
+    counts=$(echo "$out" | sed -n 's/^re-encrypted \([0-9]*\) token(s) under key `[^`]*`; \([0-9]*\) already used it; \([0-9]*\) could not be read.*/\1 \2 \3/p' | tail -1)
+    if [ -z "$counts" ]; then
+        cat "$WORK/rotate-$name.log" >&2
+        echo "bench: $name: keys rotate exited $rc; its output was not understood" >&2
+        record "{\"backend\":\"$name\",\"test\":\"keys_rotate\",\"ms\":$ms,\"exit\":$rc,\"error\":\"output not understood\"}"
+        return 0
+    fi
+    set -- $counts
+    echo "keys rotate: $(( $1 + $2 + $3 )) rows in $ms ms, $(( ($1 + $2 + $3) * 1000 / (ms > 0 ? ms : 1) )) rows/s (exit $rc)" >&2
+    record "{\"backend\":\"$name\",\"test\":\"keys_rotate\",\"rows\":$(( $1 + $2 + $3 )),\"reencrypted\":$1,\"unchanged\":$2,\"unreadable\":$3,\"ms\":$ms,\"exit\":$rc}"
+}
+
+# The background refresh wave (#14): WAVE_N tokens of provider `wave` whose access tokens all expire
+# within the same 10 minutes (180–600 s from the seed), each handed out once (so it counts as in
+# use), then a broker with background refresh on (every second, 600 s ahead, concurrency WAVE_CAP)
+# must refresh them all, WAVE_DELAY_MS per provider call; ideally before the first one expires.
+bench_wave() { # bench_wave NAME
+    local name=$1 csv="$WORK/wave-$name.csv" ids="$WORK/wave-ids-$name.txt" blog="$WORK/broker-$name-wave.log"
+    local first_exp t0 t1 import_ms inline c0 cpu started_at deadline now c calls distinct
+    local last_calls=-1 last_change last_log stop_reason fake0 fake1
+    log "$name: refresh wave: $WAVE_N tokens of provider wave expiring 180–600 s from now (FileStore CSV)"
+    # Written right before the import: expiries evenly spread over now+180 s … now+600 s, shuffled
+    # over the ids. Refresh tokens end in ".exp<expiry ms>" so the fake provider can count refreshes
+    # answered after the expiry. Prints the first expiry (ms since the epoch).
+    first_exp=$(python3 - "$csv" "$ids" "$WAVE_N" "$RUN_ID" <<'PY'
+import random, sys, time
+csv_path, ids_path, n, run = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+now = int(time.time() * 1000)
+lo, hi = now + 180_000, now + 600_000
+exps = [lo + (hi - lo) * k // max(1, n - 1) for k in range(n)]
+random.Random(n).shuffle(exps)
+with open(csv_path, "w", newline="") as f, open(ids_path, "w") as g:
+    f.write("id,user_name,client_id,client_secret,refresh_token,access_token,grant_token,"
+            "expiry_time,redirect_uri,api_domain\r\n")
+    for i in range(1, n + 1):
+        tid, e = f"wave-tok-{i:06d}", exps[i - 1]
+        f.write(f'"{tid}","wave-user-{i:06d}@bench.example","1000.WAVECLIENT",'
+                f'"wave-secret-{i:06d}","wave.r.{run}.{i:06d}.exp{e}","wave.a.{i:06d}","",'
+                f'"{e}","https://app.example.com/cb","https://www.zohoapis.com"\r\n')
+        g.write(tid + "\n")
+print(min(exps))
+PY
+)
+    log "$name: wave: import $WAVE_N tokens (token-broker import zoho-csv --provider wave)"
+    t0=$(date +%s%N)
+    "${PIN_BROKER[@]}" "$BIN" import zoho-csv --provider wave "$csv" >"$WORK/import-$name-wave.log"
+    t1=$(date +%s%N)
+    import_ms=$(( (t1 - t0) / 1000000 ))
+    cat "$WORK/import-$name-wave.log" >&2
+    echo "wave import: $WAVE_N rows in $import_ms ms, $(( WAVE_N * 1000 / (import_ms > 0 ? import_ms : 1) )) rows/s" >&2
+
+    # In use: each wave token's access token handed out once (the hot path records last_used_at),
+    # by a broker with background refresh off. Expiries are >= 180 s away, outside the hot path's
+    # 60 s minimum validity: any refresh the sweep causes is an inline one (counted, reported).
+    curl -sf -X POST "$WAVE_URL/reset" >/dev/null || die "$name: the wave provider does not answer"
+    log "$name: wave: every wave token asked for once (GET …/access-token, in order), background refresh off"
+    start_broker "$blog"
+    SWEPT=0 SWEEP_MS=0 SWEEP_ERRORS=0
+    sweep_on "$ids" "$WAVE_N" "$name: wave sweep"
+    echo "wave sweep: $SWEPT requests in $SWEEP_MS ms, $SWEEP_ERRORS errors" >&2
+    # Use marks are written every 5 s (oauth::background::USE_MARKS_EVERY) and not on shutdown:
+    # wait for the next write, then until the broker is idle (the writes done).
+    sleep 6
+    SETTLE_MAX=30 settle
+    inline=$(curl -sf "$WAVE_URL/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_calls"])')
+    [ "$inline" = 0 ] || echo "bench: warning: $name: $inline refresh calls to the wave provider during the sweep (inline refreshes)" >&2
+    stop_broker
+
+    curl -sf -X POST "$WAVE_URL/reset" >/dev/null
+    fake0=$(curl -sf "$PROVIDER_URL/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_calls"])')
+    log "$name: wave: broker with background refresh on (every 1 s, 600 s ahead, used within 3600 s, concurrency $WAVE_CAP); waiting for $WAVE_N refreshes"
+    started_at=$(date +%s%3N)
+    TOKEN_BROKER__OAUTH__BACKGROUND__ENABLED=true \
+    TOKEN_BROKER__OAUTH__BACKGROUND__INTERVAL_SECS=1 \
+    TOKEN_BROKER__OAUTH__BACKGROUND__AHEAD_SECS=600 \
+    TOKEN_BROKER__OAUTH__BACKGROUND__USED_WITHIN_SECS=3600 \
+    TOKEN_BROKER__OAUTH__BACKGROUND__CONCURRENCY="$WAVE_CAP" \
+        start_broker "$blog"
+    c0=$(cpu_ms "$BROKER_PID")
+    # Until every wave token was refreshed, or the last expiry plus a minute, or a minute without a
+    # new provider call.
+    deadline=$(( started_at + 660000 ))
+    last_change=$started_at last_log=$started_at stop_reason=""
+    while :; do
+        c=$(curl -sf "$WAVE_URL/count") || { stop_reason="provider"; break; }
+        read -r calls distinct < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["refresh_calls"], d["distinct_refresh_tokens"])' "$c")
+        now=$(date +%s%3N)
+        [ "$distinct" -ge "$WAVE_N" ] && { stop_reason="done"; break; }
+        kill -0 "$BROKER_PID" 2>/dev/null || { stop_reason="broker exited"; break; }
+        [ "$calls" = "$last_calls" ] || { last_calls=$calls; last_change=$now; }
+        [ $(( now - last_change )) -lt 60000 ] || { stop_reason="stalled"; break; }
+        [ "$now" -lt "$deadline" ] || { stop_reason="timeout"; break; }
+        if [ $(( now - last_log )) -ge 10000 ]; then
+            echo "  wave: $distinct of $WAVE_N tokens refreshed ($calls provider calls) after $(( (now - started_at) / 1000 )) s" >&2
+            last_log=$now
+        fi
+        sleep 0.5
+    done
+    sleep 0.3 # the last answers' bookkeeping
+    cpu=$(( $(cpu_ms "$BROKER_PID" 2>/dev/null || echo "$c0") - c0 ))
+    c=$(curl -sf "$WAVE_URL/count" || echo '{}')
+    fake1=$(curl -sf "$PROVIDER_URL/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_calls"])')
+    [ "$stop_reason" = done ] || echo "bench: warning: $name: the wave did not complete ($stop_reason)" >&2
+    local rec
+    rec=$(python3 - "$c" <<PY
+import json, sys
+c = json.loads(sys.argv[1])
+n, first_exp, started = $WAVE_N, $first_exp, $started_at
+f, last, done = c.get("first_refresh_ms"), c.get("last_refresh_ms"), c.get("last_refresh_done_ms")
+distinct = c.get("distinct_refresh_tokens", 0)
+print(json.dumps({
+    "backend": "$name", "test": "wave", "tokens": n, "cap": $WAVE_CAP, "provider_delay_ms": $WAVE_DELAY_MS,
+    "wave_ms": done - f if f and done else None,
+    "calls_span_ms": last - f if f and last else None,
+    "first_call_after_start_ms": f - started if f else None,
+    "refresh_calls": c.get("refresh_calls"), "refreshed": distinct,
+    "max_in_flight": c.get("max_in_flight"),
+    "before_first_expiry": bool(distinct >= n and done and done <= first_exp),
+    "first_expiry_after_start_ms": first_exp - started,
+    "late_refreshes": c.get("late_refreshes"),
+    "sweep_inline_refreshes": $inline,
+    "sweep_requests": $SWEPT, "sweep_ms": $SWEEP_MS, "sweep_errors": $SWEEP_ERRORS,
+    "import_rows": n, "import_ms": $import_ms,
+    "other_provider_calls": $fake1 - $fake0,
+    "broker_cpu_ms": $cpu, "result": "$stop_reason",
+}))
+PY
+)
+    echo "$rec" >&2
+    record "$rec"
+    stop_broker
+}
+
 bench_backend() { # bench_backend NAME URL
     local name=$1 url=$2 j
     export TOKEN_BROKER__DATABASE__URL="$url"
+    # Each backend starts from a fresh database imported under k1 (bench_rotate adds k2).
+    export TOKEN_BROKER__CRYPTO__ACTIVE_KEY_ID=k1
+    unset TOKEN_BROKER__CRYPTO__KEYS__K2
     local blog="$WORK/broker-$name.log"
 
     log "$name: import $TOKENS tokens (token-broker import zoho-csv)"
@@ -352,21 +556,12 @@ bench_backend() { # bench_backend NAME URL
     record "{\"backend\":\"$name\",\"test\":\"hot_cold\",\"seconds\":$WARMUP,\"wrk\":$j}"
     # With many tokens the warm-up may not reach them all: go on in order from where it stopped
     # until every token was asked for once (only then is the RSS "all tokens cached").
-    local swept sweep_ms n secs chunk=0 rss_warm
-    swept=$(jfield "$j" requests); sweep_ms=$(( $(jfield "$j" duration_us | cut -d. -f1) / 1000 ))
-    while [ "$swept" -lt "$TOKENS" ]; do
-        chunk=$(( chunk + 1 ))
-        [ "$chunk" -le 50 ] || die "$name: the warm-up sweep did not reach all $TOKENS tokens"
-        # the remaining tokens at the rate so far, plus 20 % and a second
-        secs=$(( (TOKENS - swept) * sweep_ms * 12 / 10 / (swept > 0 ? swept : 1) / 1000 + 1 ))
-        log "$name: warm-up continues: $swept of $TOKENS tokens asked for, ${secs}s more in order"
-        j=$(TB_SWEEP_START=$(( swept % TOKENS )) run_wrk access.lua sweep "$CONNS" "$secs"); summ "$j" >&2
-        n=$(jfield "$j" requests)
-        swept=$(( swept + n )); sweep_ms=$(( sweep_ms + $(jfield "$j" duration_us | cut -d. -f1) / 1000 ))
-    done
+    local rss_warm
+    SWEPT=$(jfield "$j" requests); SWEEP_MS=$(( $(jfield "$j" duration_us | cut -d. -f1) / 1000 )); SWEEP_ERRORS=0
+    sweep_on "$IDS" "$TOKENS" "$name: warm-up continues"
     rss_warm=$(rss_kib "$BROKER_PID")
-    record "{\"backend\":\"$name\",\"test\":\"warm_all\",\"tokens\":$TOKENS,\"requests\":$swept,\"ms\":$sweep_ms,\"rss_idle_kib\":$rss_idle,\"rss_warm_kib\":$rss_warm}"
-    echo "warm-up: $swept requests in $sweep_ms ms; RSS idle $rss_idle KiB, after asking for all $TOKENS tokens $rss_warm KiB" >&2
+    record "{\"backend\":\"$name\",\"test\":\"warm_all\",\"tokens\":$TOKENS,\"requests\":$SWEPT,\"ms\":$SWEEP_MS,\"rss_idle_kib\":$rss_idle,\"rss_warm_kib\":$rss_warm}"
+    echo "warm-up: $SWEPT requests in $SWEEP_MS ms; RSS idle $rss_idle KiB, after asking for all $TOKENS tokens $rss_warm KiB" >&2
 
     local hits=0 miss=0 rss_hot="" hwm_hot i c0 c
     # measure_hot TEST ROUND IDS_FILE REWARM_SECONDS: wait for the broker to go idle, warm the
@@ -459,6 +654,10 @@ bench_backend() { # bench_backend NAME URL
     record "{\"backend\":\"$name\",\"test\":\"storm\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"storm\":$sj}"
     stop_broker
 
+    # After the main steps (their figures are not affected): re-encrypt every row, then the wave.
+    if [ "$ROTATE" = 1 ]; then bench_rotate "$name"; fi
+    if [ "$WAVE" = 1 ]; then bench_wave "$name"; fi
+
     case " $VARIANT_BACKENDS " in *" $name "*) ;; *) return 0 ;; esac
     [ "$VARIANTS" = 1 ] || return 0
     if [ "$CAN_PIN" = 1 ] && [ "$MAIN_PIN" = off ]; then
@@ -530,6 +729,7 @@ fi
 python3 "$BENCH/report.py" "$RESULTS" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" \
     --meta "commit=$COMMIT" \
+    --meta "binary=$([ -n "${BROKER_BIN:-}" ] && echo "$BIN (BROKER_BIN; not necessarily this commit)" || echo "release build of this checkout")" \
     --meta "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     --meta "nproc=$NPROC" \
     --meta "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
@@ -541,8 +741,9 @@ python3 "$BENCH/report.py" "$RESULTS" \
     --meta "postgres=$(psql "$PG_ADMIN_URL" -qAtc 'show server_version' 2>/dev/null || echo n/a)" \
     --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
     --meta "overrides=${USER_OVERRIDES:-none}${AUTO_SETTINGS:+; $AUTO_SETTINGS}" \
-    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT SETTLE_MAX=$SETTLE_MAX STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS)" \
+    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT SETTLE_MAX=$SETTLE_MAX STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS ROTATE=$ROTATE WAVE=$WAVE WAVE_N=$WAVE_N WAVE_CAP=$WAVE_CAP WAVE_DELAY_MS=$WAVE_DELAY_MS)" \
     --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" --meta "rewarm=$REWARM" --meta "settle_max=$SETTLE_MAX" \
+    --meta "provider_delay_ms=$PROVIDER_DELAY_MS" \
     >"$BENCH/results-latest.md"
 cp "$RESULTS" "$BENCH/results-latest.jsonl"
 echo
