@@ -19,6 +19,8 @@ TARGET_SAVES_S = 5_000  # on PostgreSQL
 TARGET_SAVE_P99_MS = 10.0  # on PostgreSQL
 TARGET_STORM_OVER_DELAY_MS = 30.0
 TARGET_PAGING_DEEP_VS_START = 1.2
+# Issue #15 (proxy): latency /v1/proxy adds to a direct call of the same upstream, 64 connections.
+TARGET_PROXY_ADDED_P50_MS = 1.0
 
 
 def ms(us):
@@ -55,6 +57,20 @@ def ceiling_round(pairs, b, test):
     return pairs[(b, test)][mid]["wrk"], pairs[(b, "healthz")][mid]["wrk"], pairs[(b, "ceiling")][mid]["wrk"]
 
 
+def proxy_round(pairs, b):
+    """The proxy round with the median added p50 (lower middle), and all rounds as (added p50 µs, round)."""
+    rs = pairs.get((b, "proxy"), {})
+    both = sorted((r["proxied"]["p50_us"] - r["direct"]["p50_us"], i) for i, r in rs.items())
+    if not both:
+        return None, []
+    return both[(len(both) - 1) // 2][1], sorted(both, key=lambda x: x[1])
+
+
+def per_req_us(cpu_ms, w):
+    """CPU µs per request of a run (cpu_ms over the run, w its wrk result)."""
+    return cpu_ms * 1000 / w["requests"] if cpu_ms is not None and w["requests"] else None
+
+
 def num(x, digits=0):
     """12345.6 -> "12 346" (thin grouping keeps the table readable)."""
     return f"{x:,.{digits}f}".replace(",", " ")
@@ -69,7 +85,7 @@ def verdict(ok, applies=True):
 
 
 def targets_section(p, backends, by, pairs, rows, meta):
-    """Issue #14: every figure against its target, one row per figure per backend."""
+    """Issues #14 and #15: every figure against its target, one row per figure per backend."""
     t = []  # (figure, backend, measured, target, met?)
 
     def add(figure, b, measured, target, met):
@@ -215,9 +231,32 @@ def targets_section(p, backends, by, pairs, rows, meta):
         add("wave: refreshes during the in-use sweep (inline, hot path)", b,
             f"{w['sweep_inline_refreshes']} ({w['sweep_requests']} requests, {w['sweep_errors']} errors)",
             "0 expected", verdict(w["sweep_inline_refreshes"] == 0 and w["sweep_errors"] == 0))
+    for b in backends:
+        mid, _ = proxy_round(pairs, b)
+        if mid is None:
+            e = by.get((b, "proxy_error"))
+            if e:
+                add("proxy: added p50 (through /v1/proxy − direct)", b, f"failed: {e['error']}",
+                    f"< {TARGET_PROXY_ADDED_P50_MS:g} ms", "**NOT met**")
+            continue
+        r = pairs[(b, "proxy")][mid]
+        d, x = r["direct"], r["proxied"]
+        added50, added99 = (x["p50_us"] - d["p50_us"]) / 1000, (x["p99_us"] - d["p99_us"]) / 1000
+        err = errors(x) + errors(d)
+        conns = r.get("conns", "?")
+        add(f"proxy: added p50 ms, through /v1/proxy − direct to the same bare axum ({conns} connections, "
+            "median round)", b,
+            f"{added50:.2f} ({ms(x['p50_us'])} − {ms(d['p50_us'])})" + (f"; {err} errors" if err else ""),
+            f"< {TARGET_PROXY_ADDED_P50_MS:g} ms", verdict(added50 < TARGET_PROXY_ADDED_P50_MS and not err))
+        add("proxy: added p99 ms (same round)", b, f"{added99:.2f} ({ms(x['p99_us'])} − {ms(d['p99_us'])})",
+            "none", "info")
+        add("proxy: req/s through the proxy / direct (same round)", b,
+            f"{num(x['rps'])} / {num(d['rps'])} ({x['rps'] / d['rps']:.2f})" if d["rps"] else "–", "none", "info")
+    if meta.get("proxy", "").startswith("skipped"):
+        add("proxy: added p50", "–", meta["proxy"], f"< {TARGET_PROXY_ADDED_P50_MS:g} ms", "–")
     if not t:
         return
-    p("## Issue #14 targets")
+    p("## Targets (issues #14, #15)")
     p("")
     p("Every figure against its target (details in the sections below). \"(met)\" / \"(not met)\" in "
       "parentheses: a target that applies to another backend, shown for information.")
@@ -251,7 +290,7 @@ def main():
     p("# token-broker benchmark results")
     p("")
     for k in ("date", "commit", "binary", "cpu", "nproc", "mem", "kernel", "load", "pinning", "wrk",
-              "postgres", "mariadb", "overrides", "command"):
+              "postgres", "mariadb", "overrides", "proxy", "command"):
         if k in meta:
             p(f"- **{k}**: {meta[k]}")
     p("")
@@ -345,6 +384,7 @@ def main():
     p("")
 
     scale_section(p, backends, by, pairs, meta)
+    proxy_section(p, backends, by, pairs, meta)
 
     # Refresh storm ---------------------------------------------------------------------------
     p("## Refresh storm")
@@ -424,6 +464,77 @@ def main():
         if r["test"] == "skipped":
             p(f"- {NAMES.get(r['backend'], r['backend'])}: skipped (server unreachable)")
     print("\n".join(out))
+
+
+def proxy_section(p, backends, by, pairs, meta):
+    """Issue #15: what /v1/proxy adds to a direct call of the same upstream."""
+    have = [b for b in backends if (b, "proxy") in pairs or (b, "proxy_error") in by]
+    note = meta.get("proxy", "")
+    if not have and not note.startswith("skipped"):
+        return
+    p("## Proxy overhead (#15)")
+    p("")
+    if note.startswith("skipped"):
+        p(f"Not measured: the proxy step was {note}.")
+        p("")
+        if not have:
+            return
+    p("The upstream is the bare-axum server (`bench/ceiling`, `GET /healthz` → \"ok\"); provider `fake` lists "
+      "it in `api_base_urls` (a config file: `--config-dir`/`--env`), and one token of `fake` has it as "
+      "its `api_domain`. Each round, on one broker with the two runs side by side: wrk on the bare axum "
+      "`GET /healthz` directly, then wrk on `GET /v1/proxy/{id}/healthz` through the broker (after "
+      f"{meta.get('rewarm', '?')} s unmeasured), the same connections, duration and `Authorization` header, "
+      "each after a settle. Added = through the proxy − direct, per percentile. Target: added p50 < "
+      f"{TARGET_PROXY_ADDED_P50_MS:g} ms. The direct figure is bare axum on loopback, so the added latency "
+      "is the broker's whole request path: JWT check, token lookup (access cache), the audit row every "
+      "proxied call writes, metrics, the upstream call over the broker's connection pool (reqwest), and "
+      "streaming the answer back; the upstream's own time (tiny here) is in both figures. At a fixed "
+      "number of connections in a closed loop the latency also includes queueing: 64 connections ÷ "
+      "throughput is the mean, so a slower path adds latency twice (its own cost and the queue).")
+    p("")
+    p("| backend | direct req/s | p50 ms | p99 ms | proxied req/s | p50 ms | p99 ms | added p50 ms | "
+      "added p99 ms | proxied ÷ direct req/s | broker CPU µs per proxied call | upstream CPU µs per call, "
+      "direct / proxied | broker's upstream statuses | broker's mean per call µs | target |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|")
+    rounds = {}
+    for b in have:
+        mid, allr = proxy_round(pairs, b)
+        if mid is None:
+            e = by.get((b, "proxy_error"))
+            p(f"| {NAMES.get(b, b)} | | | | | | | | | | | | {e['error'] if e else ''} | | FAILED |")
+            continue
+        rounds[b] = allr
+        r = pairs[(b, "proxy")][mid]
+        d, x = r["direct"], r["proxied"]
+        a50, a99 = x["p50_us"] - d["p50_us"], x["p99_us"] - d["p99_us"]
+        err = errors(x) + errors(d)
+        bc = per_req_us(r.get("broker_cpu_ms"), x)
+        ud, up = per_req_us(r.get("upstream_cpu_direct_ms"), d), per_req_us(r.get("upstream_cpu_ms"), x)
+        m = r.get("broker_metrics") or {}
+        sts = ", ".join(f"{v}×{k}" for k, v in sorted((m.get("statuses") or {}).items())) or "–"
+        ok = a50 / 1000 < TARGET_PROXY_ADDED_P50_MS and not err
+        p(f"| {NAMES.get(b, b)} | {d['rps']:.0f} | {ms(d['p50_us'])} | {ms(d['p99_us'])} | {x['rps']:.0f} | "
+          f"{ms(x['p50_us'])} | {ms(x['p99_us'])} | **{a50 / 1000:.2f}** | {a99 / 1000:.2f} | "
+          f"{x['rps'] / d['rps']:.2f} | {f'{bc:.0f}' if bc is not None else '–'} | "
+          f"{f'{ud:.1f}' if ud is not None else '–'} / {f'{up:.1f}' if up is not None else '–'} | {sts} | "
+          f"{m.get('mean_us') if m.get('mean_us') is not None else '–'} | {'met' if ok else 'NOT met'}"
+          + (f" ({errors(d)} direct / {errors(x)} proxied errors)" if err else "") + " |")
+    if any(len(v) > 1 for v in rounds.values()):
+        p("")
+        p("Every round (p50 ms direct / through the proxy → added, and req/s direct / through the proxy): "
+          + "; ".join(f"{NAMES.get(b, b)}: " + ", ".join(
+              "round {}: {} / {} → {:.2f} ({:.0f} / {:.0f})".format(
+                  i, ms(pairs[(b, 'proxy')][i]['direct']['p50_us']), ms(pairs[(b, 'proxy')][i]['proxied']['p50_us']),
+                  a / 1000, pairs[(b, 'proxy')][i]['direct']['rps'], pairs[(b, 'proxy')][i]['proxied']['rps'])
+              for a, i in v) for b, v in rounds.items()) + ". The table shows the round with the median added p50.")
+    p("")
+    p("Broker CPU per proxied call: the broker's user + system CPU during the proxied run ÷ its requests "
+      "(all cores). Upstream CPU per call: the bare-axum process's CPU ÷ requests in each run (through the "
+      "proxy it is served over the broker's pooled connections instead of wrk's). The broker's upstream "
+      "statuses and mean per call come from its own `/metrics` (`proxy_requests_total`, "
+      "`proxy_request_duration_seconds`: from the token lookup to the upstream's status and headers) over "
+      "the measured run; anything but 200 there, or wrk errors, is a failure of the step, not overhead.")
+    p("")
 
 
 def wave_section(p, backends, by):

@@ -25,6 +25,12 @@
 #   CEILING         1        0: skip the bare-axum ceiling (bench/ceiling, GET /healthz -> "ok"),
 #                            measured in every round next to the hot path and the broker's /healthz
 #   CEILING_BIN     (unset)  a bench-ceiling binary to use instead of building bench/ceiling
+#   PROXY           1        0: skip the proxy step (after the refresh storm, per backend: a broker whose
+#                            provider `fake` has api_base_urls = [the bare-axum server]; PAIRS rounds
+#                            of wrk on bare axum's GET /healthz directly, then GET /v1/proxy/{id}/healthz
+#                            through the broker, CONNS connections each). Needs the bare-axum binary:
+#                            with CEILING=0 it uses CEILING_BIN or an earlier build in
+#                            target/bench-ceiling, else the step is skipped (noted in the report)
 #   PAGING          1        0: skip `token-broker tokens list` and the GET /v1/tokens walk
 #   PAGE_LIMIT      500      page size of that walk (the broker's max_page_size by default)
 #   SETTLE_MAX      30       main run: before each measured run wait (at most this many seconds) until
@@ -64,6 +70,7 @@ WRITE_CONNS=${WRITE_CONNS:-32}
 TOKENS=${TOKENS:-10000}
 HOT_SUBSET=${HOT_SUBSET:-10000}
 CEILING=${CEILING:-1}
+PROXY=${PROXY:-1}
 PAGING=${PAGING:-1}
 PAGE_LIMIT=${PAGE_LIMIT:-500}
 SETTLE_MAX=${SETTLE_MAX:-30}
@@ -127,6 +134,7 @@ fi
 # The bare-axum ceiling (bench/ceiling, its own Cargo project and target directory; cargo rebuilds
 # it only when it changed). Offline first: the broker's build has fetched axum and tokio already.
 CEIL_BIN=""
+PROXY_NOTE=""
 if [ "$CEILING" = 1 ]; then
     if [ -n "${CEILING_BIN:-}" ]; then
         CEIL_BIN=$CEILING_BIN
@@ -141,6 +149,20 @@ if [ "$CEILING" = 1 ]; then
         CEIL_BIN="$CEIL_TARGET/release/bench-ceiling"
     fi
     [ -x "$CEIL_BIN" ] || die "no $CEIL_BIN"
+elif [ "$PROXY" = 1 ]; then
+    # The proxy step needs the bare-axum server as its fake upstream; without CEILING it only uses a
+    # binary that is there already (no build).
+    if [ -n "${CEILING_BIN:-}" ] && [ -x "$CEILING_BIN" ]; then
+        CEIL_BIN=$CEILING_BIN
+    elif [ -x "$ROOT/target/bench-ceiling/release/bench-ceiling" ]; then
+        CEIL_BIN="$ROOT/target/bench-ceiling/release/bench-ceiling"
+    fi
+    if [ -n "$CEIL_BIN" ]; then
+        log "using $CEIL_BIN as the proxy step's upstream (CEILING=0: not measured as a ceiling)"
+    else
+        PROXY_NOTE="skipped: CEILING=0 and no bare-axum binary (CEILING_BIN, target/bench-ceiling/release/bench-ceiling) to use as the upstream"
+        echo "bench: proxy step $PROXY_NOTE" >&2
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -278,9 +300,9 @@ if [ "$WAVE" = 1 ]; then
 fi
 
 # The bare-axum ceiling: one process for the whole run (idle between its measurements), started
-# like the broker (pinned to CPU 0 only when BENCH_PIN=1).
+# like the broker (pinned to CPU 0 only when BENCH_PIN=1). Also the proxy step's upstream.
 CEIL_PORT=""
-if [ "$CEILING" = 1 ]; then
+if [ -n "$CEIL_BIN" ]; then
     CEIL_PORT=$(free_port)
     PORT=$CEIL_PORT "${PIN_BROKER[@]}" "$CEIL_BIN" 2>"$WORK/ceiling.log" &
     CEIL_PID=$!
@@ -313,10 +335,32 @@ head -n "$HOT_SUBSET" "$IDS" >"$IDS_SUB"
 JWT=$("$BIN" jwt mint --sub bench --scope "tokens:access tokens:read tokens:write" --ttl 86400)
 export TB_JWT="$JWT" TB_IDS="$IDS" TB_RUN="$RUN_ID" TB_USERS="$TOKENS"
 
+# The proxy step: a caller JWT that may also call /v1/proxy, and a config file that gives provider
+# `fake` its api_base_urls (a list, which a plain env variable cannot spell). The broker loads
+# {config_dir}/{env}.toml on top of its defaults and the TOKEN_BROKER__… variables on top of that;
+# the config crate merges the file's [providers.fake] table with the variables' providers.fake.*
+# keys (checked by the step: a broker missing either half would not start or not proxy).
+PROXY_JWT=""
+PROXY_CONF_DIR="$WORK/proxy-config"
+PROXY_ENV=bench-proxy
+if [ "$PROXY" = 1 ] && [ -n "$CEIL_BIN" ]; then
+    if PROXY_JWT=$("$BIN" jwt mint --sub bench --scope "tokens:access tokens:read tokens:write tokens:proxy" \
+            --ttl 86400 2>>"$WORK/proxy-jwt.log"); then
+        mkdir -p "$PROXY_CONF_DIR"
+        printf '[providers.fake]\napi_base_urls = ["http://127.0.0.1:%s"]\n' "$CEIL_PORT" \
+            >"$PROXY_CONF_DIR/$PROXY_ENV.toml"
+    else
+        PROXY_JWT=""
+        PROXY_NOTE="skipped: \`jwt mint --scope … tokens:proxy\` failed ($(head -c 200 "$WORK/proxy-jwt.log" | tr '\n"' '  '); a build without the proxy?)"
+        echo "bench: proxy step $PROXY_NOTE" >&2
+    fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Broker lifecycle
 PORT=""
 start_broker() { # start_broker LOGFILE ; sets BROKER_PID, PORT, STARTED_MS (exec -> first 200)
+    # START_SOFT=1: return 1 instead of ending the run when the broker does not start
     PORT=$(free_port)
     local t0 t1
     t0=$(date +%s%N)
@@ -328,10 +372,18 @@ start_broker() { # start_broker LOGFILE ; sets BROKER_PID, PORT, STARTED_MS (exe
             STARTED_MS=$(( (t1 - t0) / 1000000 ))
             return 0
         fi
-        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$1" >&2; die "the broker exited at start"; }
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            cat "$1" >&2
+            [ "${START_SOFT:-0}" = 1 ] || die "the broker exited at start"
+            wait "$BROKER_PID" 2>/dev/null || true
+            BROKER_PID=""
+            return 1
+        fi
         sleep 0.01
     done
-    die "the broker did not answer /healthz within 30 s"
+    [ "${START_SOFT:-0}" = 1 ] || die "the broker did not answer /healthz within 30 s"
+    stop_broker
+    return 1
 }
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
@@ -523,6 +575,106 @@ PY
     stop_broker
 }
 
+# The proxy (#15): how much a call through /v1/proxy/{id}/{path} adds to calling the same upstream
+# directly. The upstream is the bare-axum server (GET /healthz -> "ok"); a broker whose provider
+# `fake` lists it in api_base_urls (the config file above) holds one token whose api_domain is that
+# server. Each round: wrk on the upstream directly, then (after REWARM s unmeasured) wrk on
+# GET /v1/proxy/{id}/healthz through the broker; both at CONNS connections for DURATION s, each
+# after a settle, both with the same Authorization header (the proxy JWT), so the client's work per
+# request is the same.
+proxy_metrics() { # proxy_metrics: the broker's proxy_* lines of /metrics (empty when absent)
+    curl -sf "http://127.0.0.1:$PORT/metrics" | { grep '^proxy_' || true; }
+}
+proxy_fail() { # proxy_fail NAME MESSAGE: note why the step did not measure, and go on with the run
+    local msg
+    msg=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$2")
+    echo "bench: $1: proxy step failed: $2" >&2
+    record "{\"backend\":\"$1\",\"test\":\"proxy_error\",\"error\":$msg}"
+    stop_broker
+}
+bench_proxy() { # bench_proxy NAME
+    local name=$1 blog="$WORK/broker-$name-proxy.log" upstream="http://127.0.0.1:$CEIL_PORT"
+    local exp resp id code body i jd jp c0 c cpu_d u0 ud up m0 m1 sd sp mrec
+    log "$name: proxy: broker with providers.fake.api_base_urls = [\"$upstream\"] (--config-dir $PROXY_CONF_DIR --env $PROXY_ENV)"
+    if ! curl -sf -o /dev/null "$upstream/healthz"; then
+        proxy_fail "$name" "the upstream (bare axum at $upstream) does not answer"
+        return 0
+    fi
+    if ! START_SOFT=1 TOKEN_BROKER_CONFIG_DIR="$PROXY_CONF_DIR" TOKEN_BROKER_ENV="$PROXY_ENV" start_broker "$blog"; then
+        proxy_fail "$name" "the broker did not start with $PROXY_CONF_DIR/$PROXY_ENV.toml: $(tail -c 300 "$blog" | tr '\n' ' ')"
+        return 0
+    fi
+    exp=$(( $(now_ms) + 86400000 ))
+    resp=$(curl -s -w '\n%{http_code}' -X PUT "http://127.0.0.1:$PORT/v1/tokens" \
+        -H "Authorization: Bearer $PROXY_JWT" -H "Content-Type: application/json" \
+        -d "{\"user_name\":\"proxy-bench@bench.example\",\"provider\":\"fake\",\"refresh_token\":\"proxy.r\",\"access_token\":\"proxy.a\",\"expiry_time\":$exp,\"api_domain\":\"$upstream\"}") || true
+    code=$(echo "$resp" | tail -n1)
+    id=$(echo "$resp" | sed '$d' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null) || id=""
+    if [ -z "$id" ] || [ "${code:0:1}" != 2 ]; then
+        proxy_fail "$name" "PUT /v1/tokens answered $code: $(echo "$resp" | sed '$d' | head -c 300)"
+        return 0
+    fi
+    # One call first: a build without the route answers 404 "no such endpoint"; a config without the
+    # upstream 403 upstream_not_allowed.
+    body="$WORK/proxy-check-$name.body"
+    code=$(curl -s -o "$body" -w '%{http_code}' -H "Authorization: Bearer $PROXY_JWT" \
+        "http://127.0.0.1:$PORT/v1/proxy/$id/healthz") || code="curl failed"
+    if [ "$code" != 200 ] || [ "$(cat "$body")" != ok ]; then
+        proxy_fail "$name" "GET /v1/proxy/$id/healthz answered $code: $(head -c 300 "$body" | tr '\n' ' ')$(grep -q 'no such endpoint' "$body" && echo ' (a build without the proxy route: stale binary?)')"
+        return 0
+    fi
+    echo "proxy: token $id, GET /v1/proxy/$id/healthz -> 200 ok" >&2
+    for i in $(seq "$PAIRS"); do
+        settle; sd=$SETTLED_MS
+        log "$name: proxy round $i/$PAIRS: direct GET $upstream/healthz (bare axum), $CONNS connections, ${DURATION}s"
+        c0=$(cpu_ms "$BROKER_PID"); u0=$(cpu_ms "$CEIL_PID")
+        jd=$(TB_JWT="$PROXY_JWT" run_wrk access.lua healthz "$CONNS" "$DURATION" "$CEIL_PORT"); summ "$jd" >&2
+        cpu_d=$(( $(cpu_ms "$BROKER_PID") - c0 )); ud=$(( $(cpu_ms "$CEIL_PID") - u0 ))
+        echo "  upstream CPU ${ud} ms; broker CPU meanwhile ${cpu_d} ms" >&2
+        settle; sp=$SETTLED_MS
+        if [ "$REWARM" -gt 0 ]; then
+            log "$name: proxy round $i/$PAIRS: ${REWARM}s unmeasured GET /v1/proxy/{id}/healthz"
+            TB_JWT="$PROXY_JWT" TB_PROXY_ID="$id" run_wrk access.lua proxy "$CONNS" "$REWARM" >/dev/null
+        fi
+        log "$name: proxy round $i/$PAIRS: GET /v1/proxy/$id/healthz through the broker, $CONNS connections, ${DURATION}s"
+        m0=$(proxy_metrics)
+        c0=$(cpu_ms "$BROKER_PID"); u0=$(cpu_ms "$CEIL_PID")
+        jp=$(TB_JWT="$PROXY_JWT" TB_PROXY_ID="$id" run_wrk access.lua proxy "$CONNS" "$DURATION"); summ "$jp" >&2
+        c=$(( $(cpu_ms "$BROKER_PID") - c0 )); up=$(( $(cpu_ms "$CEIL_PID") - u0 ))
+        m1=$(proxy_metrics)
+        # The broker's own count of the proxied calls by upstream status, and its mean time per call
+        # (proxy_request_duration_seconds: token lookup to the upstream's status and headers).
+        mrec=$(python3 - "$m0" "$m1" <<'PY'
+import json, re, sys
+def parse(text):
+    d = {}
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)(\{[^}]*\})?\s+(\S+)$', line.strip())
+        if m:
+            d[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return d
+a, b = parse(sys.argv[1]), parse(sys.argv[2])
+delta = lambda k: b.get(k, 0) - a.get(k, 0)
+statuses = {}
+for (name, labels), _ in b.items():
+    if name == "proxy_requests_total":
+        s = re.search(r'status="([^"]*)"', labels)
+        n = int(delta((name, labels)))
+        if s and n:
+            statuses[s.group(1)] = statuses.get(s.group(1), 0) + n
+dsum = sum(delta(k) for k in b if k[0] == "proxy_request_duration_seconds_sum")
+dcnt = sum(delta(k) for k in b if k[0] == "proxy_request_duration_seconds_count")
+replays = sum(delta(k) for k in b if k[0] == "proxy_replays_total")
+print(json.dumps({"statuses": statuses, "mean_us": round(dsum / dcnt * 1e6, 1) if dcnt else None,
+                  "calls": int(dcnt), "replays": int(replays)}))
+PY
+) || mrec='null'
+        echo "  broker CPU ${c} ms; upstream CPU ${up} ms; broker's proxy metrics: $mrec" >&2
+        record "{\"backend\":\"$name\",\"test\":\"proxy\",\"pair\":$i,\"conns\":$CONNS,\"settle_direct_ms\":$sd,\"settle_ms\":$sp,\"broker_cpu_ms\":$c,\"broker_cpu_direct_ms\":$cpu_d,\"upstream_cpu_direct_ms\":$ud,\"upstream_cpu_ms\":$up,\"broker_metrics\":$mrec,\"direct\":$jd,\"proxied\":$jp}"
+    done
+    stop_broker
+}
+
 bench_backend() { # bench_backend NAME URL
     local name=$1 url=$2 j
     export TOKEN_BROKER__DATABASE__URL="$url"
@@ -654,6 +806,9 @@ bench_backend() { # bench_backend NAME URL
     record "{\"backend\":\"$name\",\"test\":\"storm\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"storm\":$sj}"
     stop_broker
 
+    # The proxy against calling its upstream directly (its own broker, the same database).
+    if [ "$PROXY" = 1 ] && [ -n "$PROXY_JWT" ]; then bench_proxy "$name"; fi
+
     # After the main steps (their figures are not affected): re-encrypt every row, then the wave.
     if [ "$ROTATE" = 1 ]; then bench_rotate "$name"; fi
     if [ "$WAVE" = 1 ]; then bench_wave "$name"; fi
@@ -737,13 +892,14 @@ python3 "$BENCH/report.py" "$RESULTS" \
     --meta "load=$LOAD_BEFORE before, $LOAD_AFTER after (1/5/15-min load averages); CPU busy with other processes just before each backend (1 s sample): ${BUSY_NOTES[*]}" \
     --meta "pinning=$PIN_NOTE" \
     --meta "main_config=$([ "$MAIN_PIN" = on ] && echo "main run (pinned, log.filter=warn)" || echo "main run (2 cores shared, log.filter=warn)")" \
-    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${WARMUP} s warm-up; main run: $PAIRS rounds of hot path$([ "$SCALE" = 1 ] && echo " (all $TOKENS tokens, then the first $HOT_SUBSET)") + broker /healthz$([ "$CEILING" = 1 ] && echo " + bare axum /healthz"), the round with the median ratio reported" \
+    --meta "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), 1 thread, --latency; hot path $CONNS connections, write path $WRITE_CONNS; ${DURATION} s per measurement after a ${WARMUP} s warm-up; main run: $PAIRS rounds of hot path$([ "$SCALE" = 1 ] && echo " (all $TOKENS tokens, then the first $HOT_SUBSET)") + broker /healthz$([ "$CEILING" = 1 ] && echo " + bare axum /healthz"), the round with the median ratio reported$([ "$PROXY" = 1 ] && [ -n "$PROXY_JWT" ] && echo "; proxy step: $PAIRS rounds of bare axum GET /healthz directly + GET /v1/proxy/{id}/healthz through the broker (after ${REWARM} s unmeasured), $CONNS connections, the round with the median added p50 reported")" \
     --meta "postgres=$(psql "$PG_ADMIN_URL" -qAtc 'show server_version' 2>/dev/null || echo n/a)" \
     --meta "mariadb=$(mysql -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -Nse 'select version()' 2>/dev/null || echo n/a)" \
     --meta "overrides=${USER_OVERRIDES:-none}${AUTO_SETTINGS:+; $AUTO_SETTINGS}" \
-    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT SETTLE_MAX=$SETTLE_MAX STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS ROTATE=$ROTATE WAVE=$WAVE WAVE_N=$WAVE_N WAVE_CAP=$WAVE_CAP WAVE_DELAY_MS=$WAVE_DELAY_MS)" \
+    --meta "command=bench/run.sh (BACKENDS=\"$BACKENDS\" DURATION=$DURATION WARMUP=$WARMUP REWARM=$REWARM PAIRS=$PAIRS CONNS=$CONNS WRITE_CONNS=$WRITE_CONNS TOKENS=$TOKENS HOT_SUBSET=$HOT_SUBSET CEILING=$CEILING PROXY=$PROXY PAGING=$PAGING PAGE_LIMIT=$PAGE_LIMIT SETTLE_MAX=$SETTLE_MAX STORM_N=$STORM_N PROVIDER_DELAY_MS=$PROVIDER_DELAY_MS BENCH_PIN=$BENCH_PIN VARIANTS=$VARIANTS ROTATE=$ROTATE WAVE=$WAVE WAVE_N=$WAVE_N WAVE_CAP=$WAVE_CAP WAVE_DELAY_MS=$WAVE_DELAY_MS)" \
     --meta "tokens=$TOKENS" --meta "hot_subset=$HOT_SUBSET" --meta "rewarm=$REWARM" --meta "settle_max=$SETTLE_MAX" \
     --meta "provider_delay_ms=$PROVIDER_DELAY_MS" \
+    --meta "proxy=$([ "$PROXY" = 1 ] && { [ -n "$PROXY_NOTE" ] && echo "$PROXY_NOTE" || echo "on"; } || echo "off (PROXY=0)")" \
     >"$BENCH/results-latest.md"
 cp "$RESULTS" "$BENCH/results-latest.jsonl"
 echo

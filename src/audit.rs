@@ -5,7 +5,7 @@
 //!
 //! Successful access-token reads, the hot path, are folded: one row per caller and token over
 //! at most `audit.read_window_ms` (5 s), with `occurrences` and the time of the first and the
-//! last read. They are folded where they are recorded, so a read costs a map lookup, not a
+//! last read; so are proxied calls the API answered below 400, per method and status. They are folded where they are recorded, so a read costs a map lookup, not a
 //! message and a task wake-up; the writer takes them a slice at a time, so their rows reach the
 //! database as an even flow rather than in one burst per window. Everything else — failures,
 //! writes, reads of secrets, refusals of known callers — is one row per call, through the channel.
@@ -82,8 +82,24 @@ impl Action {
     }
 }
 
+/// Successful access-token reads, and proxied calls the API answered below 400.
 fn is_foldable(row: &AuditRow) -> bool {
-    row.action == Action::GetAccessToken.as_str() && row.outcome == "ok"
+    row.outcome == "ok"
+        && (row.action == Action::GetAccessToken.as_str()
+            || (row.action == Action::Proxy.as_str() && row.status < 400))
+}
+
+/// What folded rows have in common: caller, tenant, token, action, status and detail.
+#[allow(clippy::type_complexity)]
+fn folded_by(r: &AuditRow) -> (&str, &str, Option<&str>, &str, i64, Option<&str>) {
+    (
+        &r.caller,
+        &r.tenant,
+        r.token_id.as_deref(),
+        &r.action,
+        r.status,
+        r.detail.as_deref(),
+    )
 }
 
 /// The caller recorded for calls that carried no valid JWT.
@@ -260,7 +276,7 @@ impl FoldedReads {
     fn fold(&self, row: AuditRow) -> Option<AuditRow> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&row.caller, &row.tenant, &row.token_id).hash(&mut hasher);
+        folded_by(&row).hash(&mut hasher);
         let key = hasher.finish();
         let mut slice = self.slices[(key % SLICES as u64) as usize]
             .lock()
@@ -268,9 +284,7 @@ impl FoldedReads {
         match slice.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let first = e.get_mut();
-                if (&first.caller, &first.tenant, &first.token_id)
-                    != (&row.caller, &row.tenant, &row.token_id)
-                {
+                if folded_by(first) != folded_by(&row) {
                     return Some(row);
                 }
                 first.occurrences += row.occurrences;

@@ -6,8 +6,11 @@
 --                   touches every token (the warm-up)
 --   TB_MODE=healthz GET /healthz with the same Authorization header, so the client does the same
 --                   work per request in both runs (a fair ceiling)
--- TB_JWT: the caller JWT (scope tokens:access). Requests are formatted once in init(), so the
--- per-request Lua cost is one table lookup.
+--   TB_MODE=proxy   GET /v1/proxy/{TB_PROXY_ID}/{TB_PROXY_PATH} (path default `healthz`): a call
+--                   through the broker's proxy to the token's API (the JWT needs tokens:proxy); run
+--                   with TB_MODE=healthz against the upstream itself for the direct figure
+-- TB_JWT: the caller JWT (scope tokens:access; tokens:proxy for TB_MODE=proxy). Requests are
+-- formatted once in init(), so the per-request Lua cost is one table lookup.
 local mode = os.getenv("TB_MODE") or "access"
 local jwt = os.getenv("TB_JWT") or error("TB_JWT is not set")
 local headers = { ["Authorization"] = "Bearer " .. jwt }
@@ -23,6 +26,10 @@ function init(args)
   math.randomseed(os.time() * 1000 + (tid or 0))
   if mode == "healthz" then
     reqs[1] = wrk.format("GET", "/healthz", headers)
+  elseif mode == "proxy" then
+    local id = os.getenv("TB_PROXY_ID") or error("TB_PROXY_ID is not set")
+    local path = os.getenv("TB_PROXY_PATH") or "healthz"
+    reqs[1] = wrk.format("GET", "/v1/proxy/" .. id .. "/" .. path, headers)
   else
     local file = os.getenv("TB_IDS") or error("TB_IDS is not set")
     for id in io.lines(file) do
