@@ -7,13 +7,13 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::extract::ApiQuery;
+use super::paging;
 use super::state::AppState;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
-use crate::domain::{InvalidField, TenantName, TokenId};
+use crate::domain::TokenId;
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::{AuditFilter, AuditRow};
-use crate::tokens::Tenancy;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -90,20 +90,8 @@ pub async fn list(
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditPage>> {
     caller.require(Scope::Admin)?;
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(
-            InvalidField::new("limit", format!("must be between 1 and {MAX_LIMIT}")).into(),
-        );
-    }
-    let tenant = match &caller.tenancy {
-        Tenancy::Only(t) => Some(t.as_str().to_owned()),
-        Tenancy::Unrestricted => p
-            .tenant
-            .map(TenantName::parse)
-            .transpose()?
-            .map(|t| t.to_string()),
-    };
+    let limit = paging::limit(p.limit, 100, MAX_LIMIT)?;
+    let tenant = paging::tenant(&caller.tenancy, p.tenant)?;
     let before = p
         .cursor
         .map(|c| {

@@ -11,6 +11,7 @@ mod metrics;
 pub mod oauth;
 mod observe;
 mod pages;
+mod paging;
 mod proxy;
 mod routes;
 mod state;

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::extract::ApiQuery;
+use super::paging;
 use super::state::AppState;
 use crate::auth::{Caller, Scope};
 use crate::clock::rfc3339;
-use crate::domain::{InvalidField, TenantName};
+use crate::domain::InvalidField;
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::{EventFilter, WebhookRow, DELIVERED, FAILED, PENDING};
 use crate::tokens::Tenancy;
@@ -98,25 +99,13 @@ pub async fn list(
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> Result<Json<WebhookEventPage>> {
     caller.require(Scope::Admin)?;
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(
-            InvalidField::new("limit", format!("must be between 1 and {MAX_LIMIT}")).into(),
-        );
-    }
+    let limit = paging::limit(p.limit, 100, MAX_LIMIT)?;
     if let Some(s) = &p.state {
         if ![PENDING, DELIVERED, FAILED].contains(&s.as_str()) {
             return Err(InvalidField::new("state", "pending, delivered or failed").into());
         }
     }
-    let tenant = match &caller.tenancy {
-        Tenancy::Only(t) => Some(t.as_str().to_owned()),
-        Tenancy::Unrestricted => p
-            .tenant
-            .map(TenantName::parse)
-            .transpose()?
-            .map(|t| t.to_string()),
-    };
+    let tenant = paging::tenant(&caller.tenancy, p.tenant)?;
     let before = p
         .cursor
         .map(|c| {

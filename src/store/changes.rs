@@ -44,16 +44,25 @@ impl ChangeSql {
     }
 }
 
+/// Which cached tokens a write makes stale on the other replicas.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Changed<'a> {
+    Token(&'a str),
+    /// Every token (a delete_tokens).
+    Every,
+}
+
 impl Store {
-    /// Appends a change after a write committed: `None` names every token.
-    pub(crate) async fn record_change(&self, token_id: Option<&str>) {
+    /// The statement that appends `changed` to the feed, and its arguments (run in the write's
+    /// own transaction: a committed write is always in the feed).
+    pub(super) fn change_row(&self, changed: Changed<'_>) -> (&'static Sql, Vec<super::Arg>) {
         let sql = &CHANGE_SQL.get(self.backend()).insert;
+        let token_id = match changed {
+            Changed::Token(id) => Some(id.to_owned()),
+            Changed::Every => None,
+        };
         let now = chrono::Utc::now().timestamp_millis();
-        let args = vec![token_id.map(str::to_owned).into(), now.into()];
-        if let Err(e) = self.execute(sql, args).await {
-            // Other replicas then see the write only when their cached copy expires.
-            tracing::warn!(error = %e, "could not record a token change for the other replicas");
-        }
+        (sql, vec![token_id.into(), now.into()])
     }
 
     /// Changes after `seq`, oldest first, at most [`CHANGES_PER_POLL`].

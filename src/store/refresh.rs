@@ -4,6 +4,7 @@
 
 use sqlx::QueryBuilder;
 
+use super::changes::Changed;
 use super::columns::{select, table, Build, Statement, COMMIT, INSERT};
 use super::sql::{PerBackend, Sql};
 use super::{with_writer, Backend, Store, StoreError, TokenRow, WebhookRow};
@@ -218,11 +219,11 @@ impl Store {
         let commit = &self.refresh_sql().commit;
         let id = row.id.clone();
         let args = commit.args(row, [owner.into(), owner.into()]);
-        let committed = self.write(commit.sql(), args, events).await? == 1;
-        if committed {
-            self.record_change(Some(&id)).await;
-        }
-        Ok(committed)
+        let changed = Changed::Token(&id);
+        Ok(self
+            .write_changing(commit.sql(), args, changed, |_| events)
+            .await?
+            == 1)
     }
 
     /// Notes that access tokens of `ids` were handed out by `now`.

@@ -3,6 +3,7 @@
 
 use sqlx::QueryBuilder;
 
+use super::changes::Changed;
 use super::columns::{select, table, Build, Statement, INSERT, REENCRYPT, UPDATE};
 use super::sql::{AnyRow, PerBackend, Sql};
 use super::{with_pool, Arg, Backend, Store, StoreError, WebhookRow};
@@ -290,14 +291,12 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let update = &self.token_sql().update;
         let id = row.id.clone();
-        let written = self
-            .write(update.sql(), update.args(row, []), events)
+        let args = update.args(row, []);
+        let changed = Changed::Token(&id);
+        Ok(self
+            .write_changing(update.sql(), args, changed, |_| events)
             .await?
-            > 0;
-        if written {
-            self.record_change(Some(&id)).await;
-        }
-        Ok(written)
+            > 0)
     }
 
     /// Replaces a row's ciphertexts and key id, unless the row changed since it was read
@@ -321,11 +320,10 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete);
         let args = std::iter::once(Arg::from(id)).chain(tenant).collect();
-        let deleted = self.write(sql, args, events).await? > 0;
-        if deleted {
-            self.record_change(Some(id)).await;
-        }
-        Ok(deleted)
+        Ok(self
+            .write_changing(sql, args, Changed::Token(id), |_| events)
+            .await?
+            > 0)
     }
 
     /// Deletes every token `tenants` covers, with the webhook events `events(how many)` makes.
@@ -336,11 +334,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let (sql, tenant) = tenants.pick(&self.token_sql().delete_all);
         let args = tenant.into_iter().collect();
-        let deleted = self.write_with_events(sql, args, events).await?;
-        if deleted > 0 {
-            self.record_change(None).await;
-        }
-        Ok(deleted)
+        self.write_changing(sql, args, Changed::Every, events).await
     }
 
     /// A page of tokens in id order.

@@ -2,6 +2,7 @@
 //! written in the same transaction as the change it reports ([`Store::write_with_events`]),
 //! then claimed, delivered and finished by whichever broker gets to it first.
 
+use super::changes::Changed;
 use super::sql::{bind_all, Arg, PerBackend, Sql};
 use super::{with_writer, Backend, Store, StoreError};
 
@@ -130,38 +131,43 @@ impl Store {
         WEBHOOK_SQL.get(self.backend())
     }
 
-    /// Runs a write and, when it changed a row, appends the events `events(rows changed)` makes
-    /// in the same transaction: the change and its events are committed together or not at all.
-    /// Without events, just the write.
-    pub(crate) async fn write_with_events(
+    /// Runs a write of cached tokens and, when it changed a row, appends it to the change feed
+    /// (`changed`) and the events `events(rows changed)` makes to the outbox, in the same
+    /// transaction: the write, its feed entry and its events are committed together or not at all.
+    pub(crate) async fn write_changing(
         &self,
         sql: &Sql,
         args: Vec<Arg>,
+        changed: Changed<'_>,
         events: impl FnOnce(u64) -> Vec<WebhookRow>,
     ) -> Result<u64, StoreError> {
         let insert = self.webhook_sql().insert.as_str();
+        let (feed, feed_args) = self.change_row(changed);
         let sql = sql.as_str();
-        let changed = with_writer!(self, p => {
+        let written = with_writer!(self, p => {
             let mut tx = p.begin().await?;
-            let changed = bind_all!(sqlx::query(sql), args)
+            let written = bind_all!(sqlx::query(sql), args)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if changed > 0 {
-                for event in events(changed) {
+            if written > 0 {
+                bind_all!(sqlx::query(feed.as_str()), feed_args)
+                    .execute(&mut *tx)
+                    .await?;
+                for event in events(written) {
                     bind_all!(sqlx::query(insert), insert_args(event))
                         .execute(&mut *tx)
                         .await?;
                 }
             }
             tx.commit().await?;
-            changed
+            written
         });
-        Ok(changed)
+        Ok(written)
     }
 
-    /// [`write_with_events`](Self::write_with_events) for events known in advance; without any,
-    /// a plain statement (no transaction).
+    /// A write no other replica has cached (a new token), with its events in the same
+    /// transaction; without any, a plain statement.
     pub(crate) async fn write(
         &self,
         sql: &Sql,
@@ -171,7 +177,34 @@ impl Store {
         if events.is_empty() {
             return self.execute(sql, args).await;
         }
-        self.write_with_events(sql, args, move |_| events).await
+        self.insert_events_with(sql, args, events).await
+    }
+
+    async fn insert_events_with(
+        &self,
+        sql: &Sql,
+        args: Vec<Arg>,
+        events: Vec<WebhookRow>,
+    ) -> Result<u64, StoreError> {
+        let insert = self.webhook_sql().insert.as_str();
+        let sql = sql.as_str();
+        let written = with_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            let written = bind_all!(sqlx::query(sql), args)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if written > 0 {
+                for event in events {
+                    bind_all!(sqlx::query(insert), insert_args(event))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            written
+        });
+        Ok(written)
     }
 
     /// Appends events that report no write of their own (a refresh that keeps failing).

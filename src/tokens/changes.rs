@@ -1,5 +1,5 @@
 //! Following the other replicas' writes. Every write of a token is appended to the database's
-//! change feed (`store/changes.rs`) after it commits; each broker polls the feed every
+//! change feed (`store/changes.rs`) in its own transaction; each broker polls the feed every
 //! `tokens.change_poll_ms` and drops its cached copies of the tokens named there, so a save,
 //! refresh, revoke, delete or re-login on one replica shows on the others within about that
 //! interval instead of the cache's time to live. The time to live then only bounds staleness
