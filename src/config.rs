@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
+
+pub use crate::webhooks::{EndpointSettings, WebhookSettings};
 use serde::Deserialize;
 
 pub use providers::{
@@ -172,43 +174,6 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-/// Webhooks: where events go and how they are delivered.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// How often each broker looks for events to deliver (a local change wakes it at once).
-    pub poll_interval_ms: u64,
-    /// How long an endpoint may take to answer one delivery.
-    pub timeout_secs: u64,
-    /// Deliveries in flight at once, per broker.
-    pub concurrency: usize,
-    /// Attempts before an event is given up (state `failed`); retried after
-    /// `retry_min_delay_ms`, doubling up to `retry_max_delay_ms`.
-    pub max_attempts: u32,
-    pub retry_min_delay_ms: u64,
-    pub retry_max_delay_ms: u64,
-    /// `token.refresh_failing` is sent after this many failed refreshes of a token in a row.
-    pub refresh_failures_before_event: u32,
-    /// Delivered and failed events are deleted after this many days.
-    pub keep_days: u64,
-    #[serde(default)]
-    pub endpoints: BTreeMap<String, EndpointSettings>,
-}
-
-/// One `[webhooks.endpoints.<name>]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointSettings {
-    pub url: String,
-    /// A Standard Webhooks secret, `whsec_<base64 of 24–64 bytes>`.
-    pub secret: SecretString,
-    /// Event types sent (all when empty).
-    #[serde(default)]
-    pub events: Vec<String>,
-    /// Only events about this tenant's tokens ("" for tokens of no tenant).
-    pub tenant: Option<String>,
-}
-
 /// `/v1/proxy`: calls to a provider's API made with a stored token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -338,7 +303,7 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        crate::webhooks::Outbox::from_config(&self.webhooks.endpoints)?;
+        crate::webhooks::Outbox::from_config(&self.webhooks.endpoints).map_err(ConfigError)?;
         let url = self.database.url.expose_secret();
         if crate::store::Backend::from_url(url).is_none() {
             return Err(ConfigError(

@@ -144,9 +144,10 @@ impl Application {
                 .context("database: migrations failed (is the database reachable?)")?;
         }
         // Webhooks: the outbox rows each change carries, and the deliverer it wakes.
-        let outbox = Arc::new(crate::webhooks::Outbox::from_config(
-            &settings.webhooks.endpoints,
-        )?);
+        let outbox = Arc::new(
+            crate::webhooks::Outbox::from_config(&settings.webhooks.endpoints)
+                .map_err(ConfigError)?,
+        );
         let deliverer = crate::webhooks::delivery::Deliverer::new(
             store.clone(),
             outbox.clone(),

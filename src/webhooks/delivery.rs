@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::Outbox;
+use super::WebhookSettings;
 use crate::clock::Clock;
-use crate::config::WebhookSettings;
 use crate::store::{Store, WebhookRow, DELIVERED, FAILED, PENDING};
 
 /// Events read per look.

@@ -8,6 +8,7 @@
 //! whichever replica claims it. Events carry who and what, never a token or secret value.
 
 pub mod delivery;
+mod settings;
 mod signing;
 
 use std::collections::BTreeMap;
@@ -16,9 +17,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use url::Url;
 
+pub use settings::{EndpointSettings, WebhookSettings};
 pub use signing::SigningKey;
 
-use crate::config::{ConfigError, EndpointSettings};
 use crate::domain::Token;
 use crate::store::WebhookRow;
 
@@ -120,10 +121,9 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// The endpoints of `webhooks.endpoints`, checked (the errors name the key).
-    pub fn from_config(
-        endpoints: &BTreeMap<String, EndpointSettings>,
-    ) -> Result<Self, ConfigError> {
+    /// The endpoints of `webhooks.endpoints`, checked (the errors name the key: `config` turns
+    /// them into a `ConfigError`).
+    pub fn from_config(endpoints: &BTreeMap<String, EndpointSettings>) -> Result<Self, String> {
         let endpoints = endpoints
             .iter()
             .map(|(name, s)| {
@@ -134,26 +134,26 @@ impl Outbox {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 {
-                    return Err(ConfigError(format!(
+                    return Err(format!(
                         "webhooks.endpoints.{name}: a name of letters, digits, '-', '_' and '.'"
-                    )));
+                    ));
                 }
                 let url = Url::parse(&s.url)
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                    .ok_or_else(|| ConfigError(format!("{}: not an http(s) URL", field("url"))))?;
+                    .ok_or_else(|| format!("{}: not an http(s) URL", field("url")))?;
                 let key = SigningKey::parse(secrecy::ExposeSecret::expose_secret(&s.secret))
-                    .map_err(|e| ConfigError(format!("{}: {e}", field("secret"))))?;
+                    .map_err(|e| format!("{}: {e}", field("secret")))?;
                 let kinds = s
                     .events
                     .iter()
                     .map(|e| {
                         EventKind::parse(e).ok_or_else(|| {
-                            ConfigError(format!(
+                            format!(
                                 "{}: `{e}` is not one of {}",
                                 field("events"),
                                 EventKind::ALL.map(EventKind::as_str).join(", ")
-                            ))
+                            )
                         })
                     })
                     .collect::<Result<_, _>>()?;
