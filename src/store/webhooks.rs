@@ -141,29 +141,8 @@ impl Store {
         changed: Changed<'_>,
         events: impl FnOnce(u64) -> Vec<WebhookRow>,
     ) -> Result<u64, StoreError> {
-        let insert = self.webhook_sql().insert.as_str();
-        let (feed, feed_args) = self.change_row(changed);
-        let sql = sql.as_str();
-        let written = with_writer!(self, p => {
-            let mut tx = p.begin().await?;
-            let written = bind_all!(sqlx::query(sql), args)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if written > 0 {
-                bind_all!(sqlx::query(feed.as_str()), feed_args)
-                    .execute(&mut *tx)
-                    .await?;
-                for event in events(written) {
-                    bind_all!(sqlx::query(insert), insert_args(event))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            tx.commit().await?;
-            written
-        });
-        Ok(written)
+        self.in_transaction(Some((sql, args)), Some(changed), events)
+            .await
     }
 
     /// A write no other replica has cached (a new token), with its events in the same
@@ -177,25 +156,42 @@ impl Store {
         if events.is_empty() {
             return self.execute(sql, args).await;
         }
-        self.insert_events_with(sql, args, events).await
+        self.in_transaction(Some((sql, args)), None, move |_| events)
+            .await
     }
 
-    async fn insert_events_with(
+    /// Appends events that report no write of their own (a refresh that keeps failing).
+    pub async fn insert_events(&self, events: Vec<WebhookRow>) -> Result<(), StoreError> {
+        self.in_transaction(None, None, move |_| events).await?;
+        Ok(())
+    }
+
+    /// One transaction: the `write` (when there is one), then — when it changed rows, or there
+    /// is no write — the feed entry of `changed` and the outbox rows of `events(rows changed)`.
+    async fn in_transaction(
         &self,
-        sql: &Sql,
-        args: Vec<Arg>,
-        events: Vec<WebhookRow>,
+        write: Option<(&Sql, Vec<Arg>)>,
+        changed: Option<Changed<'_>>,
+        events: impl FnOnce(u64) -> Vec<WebhookRow>,
     ) -> Result<u64, StoreError> {
         let insert = self.webhook_sql().insert.as_str();
-        let sql = sql.as_str();
+        let feed = changed.map(|c| self.change_row(c));
         let written = with_writer!(self, p => {
             let mut tx = p.begin().await?;
-            let written = bind_all!(sqlx::query(sql), args)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let written = match write {
+                Some((sql, args)) => bind_all!(sqlx::query(sql.as_str()), args)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                None => 1,
+            };
             if written > 0 {
-                for event in events {
+                if let Some((feed, feed_args)) = feed {
+                    bind_all!(sqlx::query(feed.as_str()), feed_args)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for event in events(written) {
                     bind_all!(sqlx::query(insert), insert_args(event))
                         .execute(&mut *tx)
                         .await?;
@@ -205,21 +201,6 @@ impl Store {
             written
         });
         Ok(written)
-    }
-
-    /// Appends events that report no write of their own (a refresh that keeps failing).
-    pub async fn insert_events(&self, events: Vec<WebhookRow>) -> Result<(), StoreError> {
-        let insert = self.webhook_sql().insert.as_str();
-        with_writer!(self, p => {
-            let mut tx = p.begin().await?;
-            for event in events {
-                bind_all!(sqlx::query(insert), insert_args(event))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
     }
 
     /// Pending events due by `now` that no broker holds, oldest first.
